@@ -1,0 +1,177 @@
+"""Arrays to tensors: tokens per cell, batches, and the Lightning data module."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from scipy import sparse
+from torch.utils.data import DataLoader, Sampler
+
+from ..module import ReformerConfig
+from ..pp import bin_expression
+
+
+def tokenize(X: sparse.csr_matrix, config: ReformerConfig) -> dict[str, torch.Tensor]:
+    """Token tensors for the cells (rows) of ``X`` (log2 values on the model's panel).
+
+    Returns ``gene_ids``, ``bins`` (``long``, ``(cells, tokens)``) and ``mask`` (``bool``, True on
+    real tokens). In ``all`` mode every panel gene is a token in panel order; in ``expressed``
+    mode a cell's non-zero genes are its tokens, padded to the longest cell of the batch with
+    gene id ``n_genes`` and bin ``pad_bin``.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> cfg = ReformerConfig(n_genes=4, token_mode="expressed")
+    >>> t = tokenize(sparse.csr_matrix([[0, 2.5, 0, 7.0], [1.2, 0, 0, 0]]), cfg)
+    >>> t["gene_ids"].tolist(), t["bins"].tolist()
+    ([[1, 3], [0, 4]], [[2, 5], [1, 7]])
+    """
+    n_cells = X.shape[0]
+    if config.token_mode == "all":
+        bins = bin_expression(X.toarray(), config.top_bin)
+        gene_ids = np.broadcast_to(np.arange(config.n_genes), bins.shape)
+        mask = np.ones(bins.shape, dtype=bool)
+    else:
+        lengths = np.diff(X.indptr)
+        width = max(int(lengths.max(initial=0)), 1)
+        gene_ids = np.full((n_cells, width), config.pad_gene, dtype=np.int64)
+        bins = np.full((n_cells, width), config.pad_bin, dtype=np.int64)
+        rows = np.repeat(np.arange(n_cells), lengths)
+        cols = np.arange(X.nnz) - np.repeat(X.indptr[:-1], lengths)
+        gene_ids[rows, cols] = X.indices
+        bins[rows, cols] = bin_expression(X.data, config.top_bin)
+        mask = gene_ids != config.pad_gene
+    return {
+        "gene_ids": torch.from_numpy(np.ascontiguousarray(gene_ids, dtype=np.int64)),
+        "bins": torch.from_numpy(np.ascontiguousarray(bins, dtype=np.int64)),
+        "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+    }
+
+
+class CellCollate:
+    """Turns a list of cell indices into a token batch (plus ``labels`` when given)."""
+
+    def __init__(self, X: sparse.csr_matrix, config: ReformerConfig, labels=None):
+        self.X, self.config = X, config
+        self.labels = (
+            None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        )
+
+    def __call__(self, indices) -> dict[str, torch.Tensor]:
+        indices = np.asarray(indices)
+        batch = tokenize(self.X[indices], self.config)
+        if self.labels is not None:
+            batch["labels"] = self.labels[indices]
+        return batch
+
+
+class LengthGroupedBatches(Sampler):
+    """Batches of cells of similar token count, to waste little padding.
+
+    With ``shuffle``, cells are shuffled, cut into windows of ``50 * batch_size``, sorted by
+    length inside each window and batched, and the batches are shuffled (as Hugging Face's
+    ``group_by_length``). Without it, all cells are sorted by length.
+    """
+
+    def __init__(self, indices, lengths, batch_size: int, shuffle: bool, seed: int = 0):
+        self.indices = np.asarray(indices)
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
+
+    def _batches(self) -> list[np.ndarray]:
+        if not self.shuffle:
+            order = self.indices[np.argsort(self.lengths[self.indices], kind="stable")]
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.permutation(self.indices)
+        window = 50 * self.batch_size
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            ]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self):
+        yield from (b.tolist() for b in self._batches())
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+
+def cell_loader(
+    X: sparse.csr_matrix,
+    config: ReformerConfig,
+    indices=None,
+    labels=None,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+) -> DataLoader:
+    """A DataLoader of token batches over ``indices`` (default: all cells) of ``X``."""
+    indices = np.arange(X.shape[0]) if indices is None else np.asarray(indices)
+    sampler = LengthGroupedBatches(indices, np.diff(X.indptr), batch_size, shuffle, seed)
+    return DataLoader(
+        range(X.shape[0]),  # dataset[i] == i: the sampler picks cells, the collate reads them
+        batch_sampler=sampler,
+        collate_fn=CellCollate(X, config, labels),
+        num_workers=num_workers,
+    )
+
+
+def stratified_split(labels, validation_size: float, seed: int = 0):
+    """Train and validation indices with each class split in proportion.
+
+    Every class keeps at least one training cell, so a class with a single cell is trained on
+    and not validated.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        n_val = min(len(members) - 1, int(round(validation_size * len(members))))
+        val.append(members[:n_val])
+        train.append(members[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+class CellDataModule(pl.LightningDataModule):
+    """Train and validation loaders over labelled cells (the data splitter of scvi's runner)."""
+
+    def __init__(
+        self,
+        X: sparse.csr_matrix,
+        labels: np.ndarray,
+        config: ReformerConfig,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.X, self.labels, self.config = X, labels, config
+        self.train_idx, self.val_idx = train_idx, val_idx
+        self.test_idx = np.array([], dtype=np.int64)
+        self.n_train, self.n_val = len(train_idx), len(val_idx)
+        self.loader_kwargs = dict(batch_size=batch_size, seed=seed, num_workers=num_workers)
+
+    def _loader(self, indices, shuffle):
+        return cell_loader(
+            self.X, self.config, indices, self.labels, shuffle=shuffle, **self.loader_kwargs
+        )
+
+    def train_dataloader(self):
+        return self._loader(self.train_idx, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_idx, shuffle=False) if self.n_val else []

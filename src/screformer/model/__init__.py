@@ -1,0 +1,5 @@
+"""The user-facing model class."""
+
+from ._screformer import SCReformer
+
+__all__ = ["SCReformer"]

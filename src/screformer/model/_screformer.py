@@ -1,0 +1,468 @@
+"""SCReformer: the scvi-tools-style model class users hold."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+from scvi import REGISTRY_KEYS
+from scvi.data import AnnDataManager
+from scvi.data.fields import LabelsWithUnlabeledObsField, LayerField
+from scvi.model.base import BaseModelClass
+from scvi.train import TrainRunner
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..data import CellDataModule, cell_loader, stratified_split
+from ..module import ReformerConfig, SCReformerModule
+from ..pp import PreparedData, data_gene_names, prepare, unique_panel
+from ..train import ClassifierTrainingPlan, RestoreBestWeights
+
+logger = logging.getLogger("screformer")
+
+CHECKPOINT_NAME = "model.pt"
+_FORMAT_VERSION = 1
+
+
+class SCReformer(BaseModelClass):
+    """scReformer-BERT cell-type classifier.
+
+    Every gene of the model's panel is read by a Reformer encoder (LSH attention, reversible
+    layers) from a gene-identity + expression-bin + position embedding; a 1-D convolution and a
+    3-layer MLP turn the encoder output into cell-type probabilities (Li et al. 2025, after
+    scBERT).
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`. Its labelled cells define the classes.
+    gene_panel
+        The model's genes, in token order. Default: the genes of ``adata`` (``var_names`` or the
+        ``gene_symbols`` column), first occurrence of each name kept.
+    config
+        A :class:`~screformer.module.ReformerConfig` or its dict; default
+        ``ReformerConfig(n_genes=len(gene_panel), **config_kwargs)``.
+    gene_vectors
+        Optional ``(len(gene_panel), dim)`` array to initialise the gene embeddings (gene2vec).
+    classes
+        Class names in output order (default: the labels of ``adata``'s labelled cells, sorted).
+    registry
+        Used by :meth:`load` to build a model without data.
+    **config_kwargs
+        Fields of :class:`~screformer.module.ReformerConfig` (``token_mode``, ``dim``, ...).
+
+    Examples
+    --------
+    >>> import screformer
+    >>> screformer.SCReformer.setup_anndata(adata, labels_key="cell_type")  # doctest: +SKIP
+    >>> model = screformer.SCReformer(adata)  # doctest: +SKIP
+    >>> model.train(max_epochs=10)  # doctest: +SKIP
+    >>> probabilities = model.predict(query, soft=True)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        adata: AnnData | None = None,
+        *,
+        gene_panel: list[str] | None = None,
+        config: ReformerConfig | dict | None = None,
+        gene_vectors: np.ndarray | None = None,
+        classes: list[str] | None = None,
+        registry: dict | None = None,
+        **config_kwargs,
+    ):
+        super().__init__(adata, registry=registry)
+        setup_args = self.registry_["setup_args"]
+        self.layer = setup_args["layer"]
+        self.gene_symbols = setup_args["gene_symbols"]
+        if gene_panel is None:
+            if adata is None:
+                raise ValueError("gene_panel is needed when no adata is given.")
+            gene_panel = unique_panel(data_gene_names(adata, self.gene_symbols))
+        self.gene_panel = [str(g) for g in gene_panel]
+        if classes is None:
+            classes = self._classes_from_labels()
+        if len(classes) < 2:
+            raise ValueError(
+                f"Found {len(classes)} cell type(s) among the labelled cells ({list(classes)}); "
+                "a classifier needs at least two. Check labels_key and unlabeled_category."
+            )
+        self.classes = [str(c) for c in classes]
+        if isinstance(config, dict):
+            config = ReformerConfig.from_dict(config)
+        if config is None:
+            config = ReformerConfig(n_genes=len(self.gene_panel), **config_kwargs)
+        elif config_kwargs:
+            raise ValueError("Pass either config or configuration keywords, not both.")
+        if config.n_genes != len(self.gene_panel):
+            raise ValueError(
+                f"config.n_genes={config.n_genes} differs from the panel size "
+                f"{len(self.gene_panel)}."
+            )
+        self.config = config
+        self.module = SCReformerModule(config, len(self.classes), gene_vectors)
+        self.gene_overlap_: dict | None = None
+        self._model_summary_string = (
+            f"SCReformer: {len(self.gene_panel)} panel genes, {len(self.classes)} classes, "
+            f"token_mode={config.token_mode}, dim={config.dim}, depth={config.depth}, "
+            f"heads={config.heads}, bucket_size={config.bucket_size}"
+        )
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        labels_key: str | None = None,
+        unlabeled_category: str = "Unknown",
+        layer: str | None = None,
+        gene_symbols: str | None = None,
+        **kwargs,
+    ):
+        """Register ``adata``: where its expression values and labels are.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes, raw counts or log-normalised.
+        labels_key
+            ``obs`` column with cell types (cells labelled ``unlabeled_category`` are not trained
+            on). ``None`` for data to predict only.
+        unlabeled_category
+            Label of cells without a cell type.
+        layer
+            Layer with the expression values (default ``adata.X``).
+        gene_symbols
+            ``var`` column with the gene names to match the panel (default ``var_names``).
+        """
+        if labels_key is not None:
+            if labels_key not in adata.obs:
+                raise KeyError(
+                    f"labels_key={labels_key!r} is not a column of adata.obs "
+                    f"(columns: {list(adata.obs.columns)})."
+                )
+            n_missing = int(adata.obs[labels_key].isna().sum())
+            if n_missing:
+                raise ValueError(
+                    f"adata.obs[{labels_key!r}] has {n_missing} missing labels; fill them with "
+                    f"{unlabeled_category!r} to mark those cells as unlabelled."
+                )
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(f"layer={layer!r} is not in adata.layers ({list(adata.layers.keys())}).")
+        if gene_symbols is not None and gene_symbols not in adata.var:
+            raise KeyError(f"gene_symbols={gene_symbols!r} is not a column of adata.var.")
+        setup_method_args = cls._get_setup_method_args(**locals())
+        fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category),
+        ]
+        manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        manager.register_fields(adata, **kwargs)
+        cls.register_manager(manager)
+
+    def _label_codes(self) -> tuple[np.ndarray, np.ndarray, str]:
+        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.LABELS_KEY)
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.LABELS_KEY).ravel()
+        return (
+            codes.astype(np.int64),
+            np.asarray(state.categorical_mapping),
+            state.unlabeled_category,
+        )
+
+    def _classes_from_labels(self) -> list[str]:
+        codes, mapping, unlabeled = self._label_codes()
+        present = np.unique(codes)
+        return sorted(str(mapping[c]) for c in present if mapping[c] != unlabeled)
+
+    def _class_indices(self) -> np.ndarray:
+        """Class index of each cell of the registered AnnData; -1 for unlabelled cells."""
+        codes, mapping, _ = self._label_codes()
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        per_code = np.array([lookup.get(str(name), -1) for name in mapping])
+        return per_code[codes]
+
+    def prepare(self, adata: AnnData | None = None) -> PreparedData:
+        """``adata`` (default: the registered one) on the model's gene panel."""
+        adata = self.adata if adata is None else adata
+        if adata is None:
+            raise ValueError("This model holds no AnnData: pass adata=.")
+        return prepare(adata, self.gene_panel, layer=self.layer, gene_symbols=self.gene_symbols)
+
+    # ------------------------------------------------------------------ train
+    def train(
+        self,
+        max_epochs: int = 20,
+        lr: float = 1e-3,
+        batch_size: int = 32,
+        accumulate_grad_batches: int = 1,
+        validation_size: float = 0.1,
+        early_stopping: bool = True,
+        early_stopping_patience: int = 5,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        seed: int = 0,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.1,
+        class_weight: str | None = "sqrt",
+        num_workers: int = 0,
+        **trainer_kwargs,
+    ):
+        """Fine-tune on the labelled cells of the registered AnnData.
+
+        AdamW with a linear warm-up then cosine decay of the learning rate, optional gradient
+        accumulation, and early stopping on a stratified validation split; the weights of the
+        best validation epoch are kept. The GPU is used when there is one
+        (``accelerator="auto"``).
+
+        Parameters
+        ----------
+        max_epochs
+            Passes over the training cells.
+        lr
+            Peak learning rate.
+        batch_size
+            Cells per step; the effective batch is ``batch_size * accumulate_grad_batches``.
+        accumulate_grad_batches
+            Steps whose gradients are summed before each optimiser update.
+        validation_size
+            Share of each class held out for validation (0 disables validation).
+        early_stopping, early_stopping_patience
+            Stop after this many epochs without a lower validation loss (the paper: 5).
+        accelerator, devices
+            Lightning's device choice.
+        seed
+            Seed of the split, the initial shuffles and torch.
+        weight_decay, warmup_fraction
+            AdamW weight decay; share of steps for the warm-up.
+        class_weight
+            Loss weight per class against imbalance: ``"balanced"`` (``n / (k * n_class)``),
+            ``"sqrt"`` (its square root, the default: rare types count more without swamping the
+            common ones) or ``None``.
+        num_workers
+            DataLoader worker processes.
+        **trainer_kwargs
+            Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``).
+        """
+        pl.seed_everything(seed, verbose=False)
+        prepared = self.prepare()
+        labels = self._class_indices()
+        usable = labels >= 0
+        n_empty = int((usable & prepared.empty_cells).sum())
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} labelled cells express none of the panel genes and are not trained on.",
+                stacklevel=2,
+            )
+        usable &= ~prepared.empty_cells
+        cells = np.flatnonzero(usable)
+        counts = np.bincount(labels[cells], minlength=len(self.classes))
+        if (counts == 0).any():
+            missing = [c for c, n in zip(self.classes, counts, strict=True) if n == 0]
+            raise ValueError(f"No usable training cells for classes {missing}.")
+        train, val = stratified_split(labels[cells], validation_size, seed)
+        train_idx, val_idx = cells[train], cells[val]
+        if early_stopping and len(val_idx) == 0:
+            warnings.warn("No validation cells: early stopping is off.", stacklevel=2)
+            early_stopping = False
+        data = CellDataModule(
+            prepared.X,
+            labels,
+            self.config,
+            train_idx,
+            val_idx,
+            batch_size=batch_size,
+            seed=seed,
+            num_workers=num_workers,
+        )
+        plan = ClassifierTrainingPlan(
+            self.module,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_fraction=warmup_fraction,
+            class_weights=_class_weights(np.bincount(labels[train_idx]), class_weight),
+        )
+        callbacks = trainer_kwargs.pop("callbacks", [])
+        if len(val_idx):
+            callbacks.append(RestoreBestWeights("validation_loss"))
+            trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
+        runner = TrainRunner(
+            self,
+            training_plan=plan,
+            data_splitter=data,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            early_stopping=early_stopping,
+            early_stopping_monitor="validation_loss",
+            early_stopping_patience=early_stopping_patience,
+            accumulate_grad_batches=accumulate_grad_batches,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        runner()
+        self.gene_overlap_ = prepared.alignment.report()
+        self.train_params_ = dict(
+            max_epochs=max_epochs,
+            lr=lr,
+            batch_size=batch_size,
+            accumulate_grad_batches=accumulate_grad_batches,
+            validation_size=validation_size,
+            early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
+            seed=seed,
+            weight_decay=weight_decay,
+            warmup_fraction=warmup_fraction,
+            class_weight=class_weight,
+            n_train_cells=len(train_idx),
+            n_validation_cells=len(val_idx),
+        )
+
+    # ---------------------------------------------------------------- predict
+    @torch.inference_mode()
+    def _run(self, prepared: PreparedData, fn, batch_size: int, seed: int = 0) -> np.ndarray:
+        """``fn(gene_ids, bins, mask)`` over every cell, in the AnnData's cell order.
+
+        LSH attention hashes with random rotations at every call; a fixed seed (in a forked RNG,
+        so the user's random state is untouched) makes predictions reproducible.
+        """
+        loader = cell_loader(prepared.X, self.config, batch_size=batch_size)
+        order = np.concatenate(list(loader.batch_sampler._batches()))
+        device = next(self.module.parameters()).device
+        self.module.eval()
+        outputs = []
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for batch in tqdm(loader, desc="screformer", disable=None, leave=False):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                outputs.append(fn(batch["gene_ids"], batch["bins"], batch["mask"]).float().cpu())
+        result = np.empty((prepared.X.shape[0], outputs[0].shape[1]), dtype=np.float32)
+        result[order] = torch.cat(outputs).numpy()
+        return result
+
+    def predict(
+        self, adata: AnnData | None = None, soft: bool = False, batch_size: int = 64
+    ) -> np.ndarray | pd.DataFrame:
+        """Cell types of ``adata`` (default: the registered AnnData).
+
+        Returns
+        -------
+        With ``soft=False`` an array of class names (the most probable class of each cell); with
+        ``soft=True`` a DataFrame of class probabilities, cells (``obs_names``) x classes.
+        """
+        probabilities = self.predict_proba(self.prepare(adata), batch_size)
+        if not soft:
+            return np.asarray(self.classes, dtype=object)[probabilities.argmax(1)]
+        obs_names = (self.adata if adata is None else adata).obs_names
+        return pd.DataFrame(probabilities, index=obs_names, columns=self.classes)
+
+    def predict_proba(self, prepared: PreparedData, batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, cells x classes, of data already on the panel (:meth:`prepare`)."""
+        self._check_if_trained(warn=True)
+        logits = self._run(prepared, self.module, batch_size)
+        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+    def get_latent_representation(
+        self, adata: AnnData | None = None, batch_size: int = 64
+    ) -> np.ndarray:
+        """Cell embeddings: the encoder output averaged over each cell's tokens, cells x dim."""
+        return self._run(self.prepare(adata), self.module.cell_embedding, batch_size)
+
+    # -------------------------------------------------------------- save/load
+    def save(self, dir_path: str | os.PathLike, overwrite: bool = False, **_ignored) -> None:
+        """Write the model to ``dir_path/model.pt``: weights, configuration, gene panel, class
+        order and setup arguments. The file is written to a temporary name and then renamed, so
+        an interrupted save never leaves a half-written checkpoint."""
+        dir_path = Path(dir_path)
+        target = dir_path / CHECKPOINT_NAME
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
+        dir_path.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "format_version": _FORMAT_VERSION,
+            "screformer_version": __version__,
+            "config": self.config.to_dict(),
+            "gene_panel": self.gene_panel,
+            "classes": self.classes,
+            "setup_args": dict(self.registry_["setup_args"]),
+            "is_trained": bool(self.is_trained_),
+            "gene_overlap": self.gene_overlap_,
+            "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
+        }
+        fd, tmp = tempfile.mkstemp(dir=dir_path, prefix=".model-", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(
+        cls,
+        dir_path: str | os.PathLike,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        **_ignored,
+    ) -> SCReformer:
+        """Read a model written by :meth:`save`.
+
+        ``adata`` is optional: it need not have the training genes (they are aligned to the saved
+        panel) nor the labels column. Raises ``ValueError`` for a truncated or corrupted file.
+        """
+        path = Path(dir_path)
+        path = path / CHECKPOINT_NAME if path.is_dir() else path
+        if not path.exists():
+            raise FileNotFoundError(f"No screformer checkpoint at {path}.")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+            raise ValueError(
+                f"{path} is not a readable screformer checkpoint (truncated or corrupted?): {err}"
+            ) from err
+        if not isinstance(payload, dict) or payload.get("format_version") != _FORMAT_VERSION:
+            raise ValueError(f"{path} is not a screformer checkpoint of format {_FORMAT_VERSION}.")
+        setup_args = payload["setup_args"]
+        registry = {"setup_args": setup_args, "field_registries": {}}
+        model = cls(
+            None,
+            gene_panel=payload["gene_panel"],
+            config=payload["config"],
+            classes=payload["classes"],
+            registry=registry,
+        )
+        model.module.load_state_dict(payload["state_dict"])
+        model.module.eval()
+        model.is_trained_ = payload["is_trained"]
+        model.gene_overlap_ = payload["gene_overlap"]
+        if adata is not None:
+            model._adata = adata
+        from scvi.model._utils import parse_device_args
+
+        _, _, torch_device = parse_device_args(accelerator, device, return_device="torch")
+        model.to_device(torch_device)
+        return model
+
+
+def _class_weights(counts: np.ndarray, rule: str | None) -> torch.Tensor | None:
+    if rule is None:
+        return None
+    if rule not in ("balanced", "sqrt"):
+        raise ValueError(f"class_weight must be 'balanced', 'sqrt' or None, not {rule!r}.")
+    counts = np.maximum(counts, 1).astype(np.float64)
+    weights = counts.sum() / (len(counts) * counts)
+    if rule == "sqrt":
+        weights = np.sqrt(weights)
+    return torch.tensor(weights / weights.mean(), dtype=torch.float32)

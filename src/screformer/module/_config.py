@@ -1,0 +1,102 @@
+"""One configuration object for the Reformer-BERT module."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+TokenMode = Literal["all", "expressed"]
+
+
+@dataclass
+class ReformerConfig:
+    """Architecture of a screformer model.
+
+    The defaults are the measured CPU choice (see ``benchmarks/``): the ``expressed`` token mode
+    and a small encoder, which fine-tunes on a few thousand cells in minutes on 2 CPU cores.
+    :meth:`paper` gives the published scReformer-BERT size.
+
+    Parameters
+    ----------
+    n_genes
+        Size of the gene panel (one token per panel gene in ``all`` mode).
+    token_mode
+        ``"all"``: every panel gene is a token (the paper). ``"expressed"``: only the cell's
+        non-zero genes are tokens, padded per batch; genes at zero reach the classifier through a
+        learned per-gene value, so the head still sees the whole panel.
+    dim, depth, heads, dim_head
+        Encoder width, number of reversible layers, attention heads and width per head.
+    bucket_size, n_hashes
+        LSH attention: bucket size (sequences are padded to a multiple of twice this) and hashing
+        rounds.
+    ff_mult
+        Width of the feed-forward layers as a multiple of ``dim``.
+    dropout
+        Dropout in the encoder's attention and feed-forward layers.
+    top_bin
+        Expression bins are ``0 .. top_bin`` (scBERT: 5); ``top_bin + 1`` is the mask token and
+        ``top_bin + 2`` padding.
+    mlp_hidden, head_dropout
+        Hidden sizes and dropout of the classifier's 3-layer MLP (scBERT: 512, 100).
+    """
+
+    n_genes: int
+    token_mode: TokenMode = "expressed"
+    dim: int = 64
+    depth: int = 2
+    heads: int = 4
+    dim_head: int = 16
+    bucket_size: int = 32
+    n_hashes: int = 1
+    ff_mult: int = 2
+    dropout: float = 0.1
+    top_bin: int = 5
+    mlp_hidden: tuple[int, int] = (512, 100)
+    head_dropout: float = 0.2
+
+    def __post_init__(self):
+        if self.token_mode not in ("all", "expressed"):
+            raise ValueError(f"token_mode must be 'all' or 'expressed', not {self.token_mode!r}.")
+        if self.n_genes < 1:
+            raise ValueError("n_genes must be positive.")
+        self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
+
+    @property
+    def mask_bin(self) -> int:
+        return self.top_bin + 1
+
+    @property
+    def pad_bin(self) -> int:
+        return self.top_bin + 2
+
+    @property
+    def n_bin_tokens(self) -> int:
+        return self.top_bin + 3
+
+    @property
+    def pad_gene(self) -> int:
+        """Gene id of padding tokens (one past the panel)."""
+        return self.n_genes
+
+    @classmethod
+    def paper(cls, n_genes: int, **overrides) -> ReformerConfig:
+        """scReformer-BERT as published: every gene a token, dim 200, depth 6, 10 heads, buckets
+        of 64 (dim_head 64, one hashing round, as measured in ``benchmarks/``)."""
+        values = dict(
+            token_mode="all", dim=200, depth=6, heads=10, dim_head=64, bucket_size=64, ff_mult=4
+        )
+        values.update(overrides)
+        return cls(n_genes=n_genes, **values)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mlp_hidden"] = list(self.mlp_hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ReformerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"Unknown configuration keys: {sorted(unknown)}.")
+        return cls(**d)

@@ -1,0 +1,113 @@
+"""Pure torch building blocks: token embedding, encoder, heads. No AnnData here."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from reformer_pytorch import Reformer
+from reformer_pytorch.autopadder import Autopadder
+from torch import nn
+
+from ._config import ReformerConfig
+
+
+def sinusoidal_table(n_positions: int, dim: int) -> torch.Tensor:
+    """Transformer sine/cosine position codes, ``(n_positions, dim)``."""
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_positions, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq)[:, : dim // 2]
+    return table
+
+
+class TokenEmbedding(nn.Module):
+    """Gene identity + expression bin + sinusoidal position of the gene in the panel.
+
+    The position is the gene's panel index in both token modes, so a position code means the
+    same gene whether or not the zeros are tokens. Padding tokens get zero vectors.
+    """
+
+    def __init__(self, config: ReformerConfig, gene_vectors: np.ndarray | None = None):
+        super().__init__()
+        n, dim = config.n_genes, config.dim
+        self.gene = nn.Embedding(n + 1, dim, padding_idx=config.pad_gene)
+        self.bin = nn.Embedding(config.n_bin_tokens, dim, padding_idx=config.pad_bin)
+        if gene_vectors is not None:
+            gene_vectors = np.asarray(gene_vectors, dtype=np.float32)
+            if gene_vectors.shape != (n, dim):
+                raise ValueError(
+                    f"Gene vectors have shape {gene_vectors.shape}; the model needs "
+                    f"({n}, {dim}) (panel genes x dim)."
+                )
+            with torch.no_grad():
+                self.gene.weight[:n] = torch.from_numpy(gene_vectors)
+        table = sinusoidal_table(n + 1, dim)
+        table[n] = 0
+        # Derived from the config: not saved in checkpoints.
+        self.register_buffer("position", table, persistent=False)
+
+    def forward(self, gene_ids: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+        return self.gene(gene_ids) + self.bin(bins) + self.position[gene_ids]
+
+
+class ReformerEncoder(nn.Module):
+    """reformer-pytorch's reversible LSH-attention encoder, padded to its bucket multiple."""
+
+    def __init__(self, config: ReformerConfig):
+        super().__init__()
+        reformer = Reformer(
+            dim=config.dim,
+            depth=config.depth,
+            heads=config.heads,
+            dim_head=config.dim_head,
+            bucket_size=config.bucket_size,
+            n_hashes=config.n_hashes,
+            ff_mult=config.ff_mult,
+            ff_dropout=config.dropout,
+            lsh_dropout=config.dropout,
+            causal=False,
+        )
+        self.net = Autopadder(reformer)
+        self.norm = nn.LayerNorm(config.dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.net(x, input_mask=mask))
+
+
+class ConvMLPClassifier(nn.Module):
+    """scBERT's head: a 1-D convolution maps each gene's vector to one value, then a 3-layer MLP
+    reads the whole panel.
+
+    In ``expressed`` mode the genes that are not tokens take a learned per-gene value.
+    """
+
+    def __init__(self, config: ReformerConfig, n_classes: int):
+        super().__init__()
+        self.n_genes = config.n_genes
+        self.conv = nn.Conv1d(config.dim, 1, kernel_size=1)
+        self.absent_value = nn.Parameter(torch.zeros(config.n_genes + 1))
+        h1, h2 = config.mlp_hidden
+        self.mlp = nn.Sequential(
+            nn.ReLU(),
+            nn.Linear(config.n_genes, h1),
+            nn.ReLU(),
+            nn.Dropout(config.head_dropout),
+            nn.Linear(h1, h2),
+            nn.ReLU(),
+            nn.Dropout(config.head_dropout),
+            nn.Linear(h2, n_classes),
+        )
+
+    def gene_values(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
+        """One value per panel gene, ``(batch, n_genes)``."""
+        values = self.conv(hidden.transpose(1, 2)).squeeze(1)
+        panel = self.absent_value.expand(hidden.shape[0], -1).clone()
+        # Padding tokens carry gene id n_genes: they land in the extra last column, dropped here.
+        panel = panel.scatter(1, gene_ids, values)
+        return panel[:, : self.n_genes]
+
+    def forward(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.gene_values(hidden, gene_ids))

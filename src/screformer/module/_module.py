@@ -1,0 +1,64 @@
+"""The scReformer-BERT network: embeddings, Reformer encoder, classifier and MLM heads."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._config import ReformerConfig
+from ._layers import ConvMLPClassifier, ReformerEncoder, TokenEmbedding
+
+
+class SCReformerModule(nn.Module):
+    """Pure torch module; inputs are token tensors from :mod:`screformer.data`.
+
+    Parameters
+    ----------
+    config
+        Architecture.
+    n_classes
+        Number of cell types; 0 builds no classifier (pre-training only).
+    gene_vectors
+        Optional ``(n_genes, dim)`` initial gene embeddings (gene2vec).
+
+    Examples
+    --------
+    >>> cfg = ReformerConfig(n_genes=100, dim=16, depth=1, heads=2, dim_head=8, bucket_size=8)
+    >>> m = SCReformerModule(cfg, n_classes=3)
+    >>> ids = torch.arange(100)[None]
+    >>> bins = torch.zeros(1, 100, dtype=torch.long)
+    >>> m(ids, bins, torch.ones(1, 100, dtype=torch.bool)).shape
+    torch.Size([1, 3])
+    """
+
+    def __init__(
+        self, config: ReformerConfig, n_classes: int = 0, gene_vectors: np.ndarray | None = None
+    ):
+        super().__init__()
+        self.config = config
+        self.embedding = TokenEmbedding(config, gene_vectors)
+        self.encoder = ReformerEncoder(config)
+        # Masked-expression modelling head: logits over the real bins 0 .. top_bin.
+        self.mlm_head = nn.Linear(config.dim, config.top_bin + 1)
+        self.classifier = ConvMLPClassifier(config, n_classes) if n_classes > 0 else None
+
+    def encode(self, gene_ids, bins, mask) -> torch.Tensor:
+        """Encoder output, ``(batch, tokens, dim)``."""
+        return self.encoder(self.embedding(gene_ids, bins), mask)
+
+    def forward(self, gene_ids, bins, mask) -> torch.Tensor:
+        """Class logits, ``(batch, n_classes)``."""
+        if self.classifier is None:
+            raise RuntimeError("This module has no classifier (n_classes=0).")
+        return self.classifier(self.encode(gene_ids, bins, mask), gene_ids)
+
+    def mlm_logits(self, gene_ids, bins, mask) -> torch.Tensor:
+        """Bin logits for every token, ``(batch, tokens, top_bin + 1)``."""
+        return self.mlm_head(self.encode(gene_ids, bins, mask))
+
+    def cell_embedding(self, gene_ids, bins, mask) -> torch.Tensor:
+        """Mean of the encoder output over a cell's tokens, ``(batch, dim)``."""
+        hidden = self.encode(gene_ids, bins, mask)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)

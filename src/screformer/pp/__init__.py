@@ -1,0 +1,19 @@
+"""Preprocessing: AnnData in, arrays on the model's gene panel out (no torch here)."""
+
+from ._expression import bin_expression, detect_input, to_log2_normalized
+from ._genes import GeneAlignment, align_genes, data_gene_names, looks_like_ensembl, unique_panel
+from ._prepare import PreparedData, expression_matrix, prepare
+
+__all__ = [
+    "GeneAlignment",
+    "PreparedData",
+    "align_genes",
+    "bin_expression",
+    "data_gene_names",
+    "detect_input",
+    "expression_matrix",
+    "looks_like_ensembl",
+    "prepare",
+    "to_log2_normalized",
+    "unique_panel",
+]

@@ -1,0 +1,111 @@
+"""AnnData in, model-ready arrays out: the one entry point of the data path."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from anndata import AnnData
+from scipy import sparse
+
+from ._expression import InputKind, detect_input, to_log2_normalized
+from ._genes import GeneAlignment, align_genes, data_gene_names
+
+logger = logging.getLogger("screformer")
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Cells on the model's gene panel.
+
+    Attributes
+    ----------
+    X
+        CSR float32, cells x panel genes: ``log2(1 + x)`` of values scaled to 1e4 per cell;
+        panel genes the data lacks are 0.
+    alignment
+        Which panel genes were found.
+    input_kind
+        What the input held (see :func:`detect_input`).
+    """
+
+    X: sparse.csr_matrix
+    alignment: GeneAlignment
+    input_kind: InputKind
+
+    @property
+    def empty_cells(self) -> np.ndarray:
+        """Boolean mask of cells with no expressed panel gene."""
+        return np.diff(self.X.indptr) == 0
+
+
+def expression_matrix(adata: AnnData, layer: str | None = None):
+    """``adata.X`` or ``adata.layers[layer]``, with a clear error for a missing layer."""
+    if layer is None:
+        if adata.X is None:
+            raise ValueError("adata.X is empty; pass layer='<layer with counts>'.")
+        return adata.X
+    if layer not in adata.layers:
+        raise KeyError(
+            f"layer={layer!r} is not in adata.layers (layers: {list(adata.layers.keys())})."
+        )
+    return adata.layers[layer]
+
+
+def prepare(
+    adata: AnnData,
+    panel,
+    *,
+    layer: str | None = None,
+    gene_symbols: str | None = None,
+    min_genes: int | None = None,
+) -> PreparedData:
+    """Align ``adata`` to ``panel`` and normalise it as scBERT does.
+
+    The input kind is detected on the whole matrix and each cell is scaled by its total over
+    *all* its genes (as scBERT does before it selects panel genes), then the panel's columns are
+    taken in panel order.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes; raw counts or log-normalised values (dense or sparse).
+    panel
+        The model's gene names, in token order.
+    layer
+        Layer to read instead of ``adata.X``.
+    gene_symbols
+        ``var`` column with the names to match (default ``var_names``).
+    min_genes
+        Passed to :func:`align_genes`.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> a = ad.AnnData(np.array([[1.0, 3.0], [0.0, 2.0]]))
+    >>> a.var_names = ["CD3E", "LYZ"]
+    >>> p = prepare(a, ["LYZ", "CD3E", "MS4A1"], min_genes=1)
+    >>> p.X.shape, p.input_kind, p.alignment.n_found
+    ((2, 3), 'counts', 2)
+    """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise ValueError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
+    if adata.isbacked:
+        raise ValueError(
+            "The AnnData is backed (opened with backed='r'); load it with adata.to_memory() "
+            "or read_h5ad without backed=."
+        )
+    alignment = align_genes(data_gene_names(adata, gene_symbols), panel, min_genes=min_genes)
+    X = expression_matrix(adata, layer)
+    kind = detect_input(X)
+    logger.info("Input looks like %s values.", kind)
+    X = to_log2_normalized(X, kind)
+    found = np.flatnonzero(alignment.data_index >= 0)
+    selector = sparse.csr_matrix(
+        (np.ones(found.size, np.float32), (alignment.data_index[found], found)),
+        shape=(X.shape[1], alignment.n_panel),
+    )
+    X = sparse.csr_matrix(X @ selector)
+    X.sort_indices()
+    return PreparedData(X, alignment, kind)

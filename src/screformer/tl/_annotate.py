@@ -1,0 +1,197 @@
+"""``screformer.tl.annotate``: fine-tune and label cells in one call."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ..model import SCReformer
+from ..module import ReformerConfig
+
+logger = logging.getLogger("screformer")
+
+UNASSIGNED = "Unassigned"
+
+
+def annotate(
+    adata: AnnData,
+    labels_key: str | None = None,
+    *,
+    reference: AnnData | None = None,
+    model: SCReformer | str | os.PathLike | None = None,
+    key_added: str = "screformer",
+    unassigned_threshold: float = 0.5,
+    unlabeled_category: str = "Unknown",
+    layer: str | None = None,
+    gene_symbols: str | None = None,
+    config: ReformerConfig | dict | None = None,
+    copy: bool = False,
+    **train_kwargs,
+) -> SCReformer | AnnData:
+    """Label the cells of ``adata`` with cell types.
+
+    Fine-tunes a screformer model on labelled cells, either the labelled cells of ``adata``
+    itself (label present and not ``unlabeled_category``) or a separate ``reference``, then
+    predicts every cell of ``adata``. A trained ``model`` (object or saved folder) skips training.
+
+    Parameters
+    ----------
+    adata
+        Cells to label: raw counts or log-normalised values, gene symbols (or the ``var`` column
+        ``gene_symbols``).
+    labels_key
+        ``obs`` column with the training labels (of ``reference`` when it is given). Missing
+        values count as unlabelled.
+    reference
+        Labelled AnnData to train on instead of ``adata``.
+    model
+        A trained :class:`~screformer.SCReformer` or the folder it was saved to.
+    key_added
+        Prefix of the keys written (below).
+    unassigned_threshold
+        Cells whose best probability is below this are called ``"Unassigned"`` (scBERT: 0.5);
+        0 assigns every cell.
+    unlabeled_category
+        Label that marks unlabelled cells in ``labels_key``.
+    layer, gene_symbols
+        Where to read expression values and gene names (the same for ``adata`` and
+        ``reference``).
+    config
+        Model architecture: a :class:`~screformer.module.ReformerConfig` or a dict of its
+        fields (``n_genes`` is set from the panel); default: the CPU default.
+    copy
+        Return an annotated copy instead of writing into ``adata``.
+    **train_kwargs
+        Passed to :meth:`SCReformer.train` (``max_epochs``, ``lr``, ``batch_size``,
+        ``accelerator``, ``seed``, ...).
+
+    Returns
+    -------
+    The trained model, or the annotated copy with ``copy=True``. Writes, with ``key_added``
+    ``"screformer"``:
+
+    ``adata.obs["screformer_prediction"]``
+        categorical cell type, ``"Unassigned"`` under the threshold or for cells with no panel
+        gene expressed;
+    ``adata.obs["screformer_confidence"]``
+        the best class probability;
+    ``adata.obsm["screformer_probabilities"]``
+        cells x classes probabilities, columns in the order of ``uns["screformer"]["classes"]``;
+    ``adata.uns["screformer"]``
+        ``params``, ``classes``, ``gene_overlap`` (panel genes found), ``model_config``,
+        ``input_kind`` and ``n_unassigned``.
+
+    Nothing is written when the call fails.
+
+    Examples
+    --------
+    >>> import scanpy as sc, screformer
+    >>> adata = sc.read_h5ad("pbmc3k_labelled.h5ad")  # doctest: +SKIP
+    >>> screformer.tl.annotate(adata, "classified", max_epochs=10)  # doctest: +SKIP
+    >>> adata.obs[["screformer_prediction", "screformer_confidence"]].head()  # doctest: +SKIP
+    """
+    # ---- validate everything before any work or write
+    if not isinstance(adata, AnnData):
+        raise TypeError(f"adata must be an AnnData, not {type(adata).__name__}.")
+    if adata.is_view and not copy:
+        raise ValueError("adata is a view; pass adata.copy(), or copy=True.")
+    if not 0 <= unassigned_threshold <= 1:
+        raise ValueError(f"unassigned_threshold must be in [0, 1], not {unassigned_threshold}.")
+    if not key_added:
+        raise ValueError("key_added must be a non-empty string.")
+    if model is not None and (labels_key is not None or reference is not None):
+        raise ValueError("Pass either a trained model, or labels to train on, not both.")
+
+    if model is None:
+        if labels_key is None:
+            raise ValueError("Pass labels_key (the obs column with cell types), or a model.")
+        train_data = adata if reference is None else reference
+        work = _training_view(train_data, labels_key, unlabeled_category, layer, gene_symbols)
+        SCReformer.setup_anndata(
+            work,
+            labels_key=labels_key,
+            unlabeled_category=unlabeled_category,
+            layer=layer,
+            gene_symbols=gene_symbols,
+        )
+        fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
+        fields.pop("n_genes", None)  # the panel decides
+        model = SCReformer(work, **fields)
+        # Fail on the query's genes or values now, not after training.
+        prepared = model.prepare(adata)
+        model.train(**train_kwargs)
+    else:
+        if train_kwargs:
+            raise ValueError(f"Training arguments {sorted(train_kwargs)} need labels_key.")
+        if not isinstance(model, SCReformer):
+            model = SCReformer.load(model)
+        if not model.is_trained_:
+            raise ValueError("The model is not trained; pass labels_key to train it.")
+        prepared = model.prepare(adata)
+
+    probabilities = model.predict_proba(prepared)
+    prediction, confidence = _call_labels(
+        probabilities, model.classes, unassigned_threshold, prepared.empty_cells
+    )
+
+    # ---- write, last
+    target = adata.copy() if copy else adata
+    target.obs[f"{key_added}_prediction"] = pd.Categorical(
+        prediction, categories=[*model.classes, UNASSIGNED]
+    )
+    target.obs[f"{key_added}_confidence"] = confidence
+    target.obsm[f"{key_added}_probabilities"] = probabilities
+    target.uns[key_added] = _drop_none(
+        {
+            "params": {
+                "labels_key": labels_key,
+                "reference": reference is not None,
+                "unassigned_threshold": unassigned_threshold,
+                "unlabeled_category": unlabeled_category,
+                "layer": layer,
+                "gene_symbols": gene_symbols,
+                **getattr(model, "train_params_", {}),
+            },
+            "classes": list(model.classes),
+            "gene_overlap": prepared.alignment.report(),
+            "model_config": model.config.to_dict(),
+            "input_kind": prepared.input_kind,
+            "n_unassigned": int((prediction == UNASSIGNED).sum()),
+        }
+    )
+    return target if copy else model
+
+
+def _training_view(adata: AnnData, labels_key, unlabeled_category, layer, gene_symbols) -> AnnData:
+    """A light AnnData sharing ``adata``'s matrix, so registration never touches the user's."""
+    if labels_key not in adata.obs:
+        raise KeyError(
+            f"labels_key={labels_key!r} is not a column of obs "
+            f"(columns: {list(adata.obs.columns)})."
+        )
+    labels = adata.obs[labels_key].astype(object)
+    labels = labels.where(labels.notna(), unlabeled_category).astype(str)
+    var = adata.var[[gene_symbols]].copy() if gene_symbols in adata.var else None
+    layers = {layer: adata.layers[layer]} if layer is not None and layer in adata.layers else None
+    return AnnData(
+        X=adata.X if layer is None else None,
+        obs=pd.DataFrame({labels_key: labels.to_numpy()}, index=adata.obs_names),
+        var=var if var is not None else pd.DataFrame(index=adata.var_names),
+        layers=layers,
+    )
+
+
+def _call_labels(probabilities: np.ndarray, classes, threshold: float, empty: np.ndarray):
+    confidence = probabilities.max(1).astype(np.float32)
+    prediction = np.asarray(classes, dtype=object)[probabilities.argmax(1)]
+    prediction[(confidence < threshold) | empty] = UNASSIGNED
+    return prediction, confidence
+
+
+def _drop_none(d: dict) -> dict:
+    """h5ad cannot store None: leave such entries out."""
+    return {k: _drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}

@@ -1,0 +1,5 @@
+"""Lightning training plans and callbacks."""
+
+from ._plans import ClassifierTrainingPlan, RestoreBestWeights, warmup_cosine
+
+__all__ = ["ClassifierTrainingPlan", "RestoreBestWeights", "warmup_cosine"]

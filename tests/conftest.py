@@ -1,0 +1,47 @@
+"""Shared fixtures: small AnnData built here, tiny model settings, the real data folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+# Real data shipped beside the checkout (see ../shared/data/README.md).
+DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# A model small enough to train in seconds on 2 CPU cores.
+TINY = dict(dim=8, depth=1, heads=2, dim_head=4, bucket_size=4, ff_mult=1, mlp_hidden=(16, 8))
+TINY_TRAIN = dict(max_epochs=3, batch_size=8, lr=3e-3, early_stopping=False, seed=0)
+
+
+def make_counts(n_per_class: int = 20, n_genes: int = 40, seed: int = 0) -> ad.AnnData:
+    """Three cell types, each with 5 marker genes at high counts over Poisson background."""
+    rng = np.random.default_rng(seed)
+    types = np.repeat(["alpha", "beta", "gamma"], n_per_class)
+    rate = np.full((len(types), n_genes), 0.3)
+    for k, t in enumerate(["alpha", "beta", "gamma"]):
+        rate[types == t, 5 * k : 5 * k + 5] = 8.0
+    X = rng.poisson(rate).astype(np.float32)
+    adata = ad.AnnData(
+        sparse.csr_matrix(X),
+        obs=pd.DataFrame(
+            {"cell_type": pd.Categorical(types)}, index=[f"c{i}" for i in range(len(types))]
+        ),
+        var=pd.DataFrame(index=[f"GENE{j}" for j in range(n_genes)]),
+    )
+    return adata
+
+
+@pytest.fixture
+def counts_adata() -> ad.AnnData:
+    return make_counts()
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"real data not found at {path} (expected ../shared/data beside the checkout)")
+    return path
