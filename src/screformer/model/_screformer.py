@@ -428,7 +428,7 @@ class SCReformer(BaseModelClass):
             raise FileNotFoundError(f"No screformer checkpoint at {path}.")
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
             raise ValueError(
                 f"{path} is not a readable screformer checkpoint (truncated or corrupted?): {err}"
             ) from err

@@ -90,8 +90,9 @@ class ConvMLPClassifier(nn.Module):
         self.conv = nn.Conv1d(config.dim, 1, kernel_size=1)
         self.absent_value = nn.Parameter(torch.zeros(config.n_genes + 1))
         h1, h2 = config.mlp_hidden
+        # No activation between the convolution and the MLP (scBERT has a ReLU there): with it,
+        # the per-gene values of absent genes start at 0 and never receive a gradient.
         self.mlp = nn.Sequential(
-            nn.ReLU(),
             nn.Linear(config.n_genes, h1),
             nn.ReLU(),
             nn.Dropout(config.head_dropout),

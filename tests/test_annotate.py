@@ -1,0 +1,129 @@
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+import screformer
+from screformer.tl import UNASSIGNED
+
+from .conftest import TINY, TINY_TRAIN, make_counts
+
+KEYS = {
+    "obs": {"screformer_prediction", "screformer_confidence"},
+    "obsm": {"screformer_probabilities"},
+    "uns": {"screformer"},
+}
+
+
+def _keys(adata):
+    return {
+        "obs": set(adata.obs.columns),
+        "obsm": set(adata.obsm.keys()),
+        "uns": set(adata.uns.keys()),
+        "layers": set(adata.layers.keys()),
+        "var": set(adata.var.columns),
+    }
+
+
+def _annotate(adata, *args, **kwargs):
+    return screformer.tl.annotate(adata, *args, config=TINY, **(TINY_TRAIN | kwargs))
+
+
+def test_writes_exactly_the_documented_keys(counts_adata, tmp_path):
+    before = _keys(counts_adata)
+    X_before = counts_adata.X.copy()
+    model = _annotate(counts_adata, "cell_type")
+    after = _keys(counts_adata)
+    for where in ("obs", "obsm", "uns"):
+        assert after[where] - before[where] == KEYS[where]
+    assert after["layers"] == before["layers"] and after["var"] == before["var"]
+    assert (counts_adata.X != X_before).nnz == 0
+
+    uns = counts_adata.uns["screformer"]
+    assert uns["classes"] == model.classes
+    assert uns["gene_overlap"]["n_found"] == 40
+    assert uns["input_kind"] == "counts"
+    assert uns["model_config"]["dim"] == 8
+    prediction = counts_adata.obs["screformer_prediction"]
+    assert list(prediction.cat.categories) == [*model.classes, UNASSIGNED]
+    probabilities = counts_adata.obsm["screformer_probabilities"]
+    assert probabilities.shape == (counts_adata.n_obs, 3)
+    np.testing.assert_allclose(
+        counts_adata.obs["screformer_confidence"], probabilities.max(1), rtol=1e-6
+    )
+    low = probabilities.max(1) < 0.5
+    assert (prediction[low] == UNASSIGNED).all()
+    assert (
+        prediction[~low].astype(str) == np.array(model.classes)[probabilities[~low].argmax(1)]
+    ).all()
+    assert uns["n_unassigned"] == int(low.sum())
+    # The result is writable to h5ad and reads back.
+    counts_adata.write_h5ad(tmp_path / "out.h5ad")
+    back = ad.read_h5ad(tmp_path / "out.h5ad")
+    assert back.uns["screformer"]["classes"].tolist() == model.classes
+
+
+def test_threshold_controls_unassigned(counts_adata):
+    model = _annotate(counts_adata, "cell_type", unassigned_threshold=1.0)
+    assert (counts_adata.obs["screformer_prediction"] == UNASSIGNED).all()
+    screformer.tl.annotate(counts_adata, model=model, unassigned_threshold=0.0, key_added="again")
+    assert not (counts_adata.obs["again_prediction"] == UNASSIGNED).any()
+
+
+def test_unlabelled_cells_are_predicted_not_trained(counts_adata):
+    counts_adata.obs["partial"] = counts_adata.obs["cell_type"].astype(object)
+    counts_adata.obs.iloc[::3, -1] = None  # missing labels count as unlabelled
+    counts_adata.obs.iloc[1::3, -1] = "Unknown"
+    model = _annotate(counts_adata, "partial")
+    assert model.train_params_["n_train_cells"] + model.train_params_["n_validation_cells"] == 20
+    assert counts_adata.obs["screformer_prediction"].notna().all()
+
+
+def test_reference_and_copy(counts_adata):
+    reference = make_counts(seed=1)
+    query = counts_adata[:, ::-1].copy()  # other gene order
+    del query.obs["cell_type"]
+    before = _keys(query)
+    out = _annotate(query, "cell_type", reference=reference, copy=True)
+    assert isinstance(out, ad.AnnData)
+    assert _keys(query) == before  # copy=True leaves the input alone
+    assert "screformer_prediction" in out.obs
+    assert out.uns["screformer"]["params"]["reference"]
+
+
+def test_all_zero_cells_are_unassigned(counts_adata):
+    X = counts_adata.X.toarray()
+    X[0] = 0
+    counts_adata.X = sparse.csr_matrix(X)
+    _annotate(counts_adata, "cell_type", unassigned_threshold=0.0)
+    assert counts_adata.obs["screformer_prediction"].iloc[0] == UNASSIGNED
+
+
+@pytest.mark.parametrize(
+    "mutate, kwargs, error",
+    [
+        (lambda a: None, dict(labels_key="missing"), KeyError),
+        (lambda a: None, dict(labels_key="cell_type", unassigned_threshold=1.5), ValueError),
+        (lambda a: a.X.data.__setitem__(0, -3.0), dict(labels_key="cell_type"), ValueError),
+        (lambda a: a.X.data.__setitem__(0, np.nan), dict(labels_key="cell_type"), ValueError),
+        (lambda a: None, dict(), ValueError),
+        (lambda a: None, dict(labels_key="cell_type", layer="counts"), KeyError),
+    ],
+)
+def test_failures_leave_adata_untouched(mutate, kwargs, error):
+    adata = make_counts()
+    mutate(adata)
+    before, X_before = _keys(adata), adata.X.copy()
+    with pytest.raises(error):
+        _annotate(adata, **kwargs)
+    assert _keys(adata) == before
+    np.testing.assert_array_equal(adata.X.toarray(), X_before.toarray())
+
+
+def test_query_without_shared_genes_fails_before_training(counts_adata):
+    query = counts_adata.copy()
+    query.var_names = [f"X{i}" for i in range(query.n_vars)]
+    before = _keys(query)
+    with pytest.raises(ValueError, match="panel genes were found"):
+        _annotate(query, "cell_type", reference=counts_adata)
+    assert _keys(query) == before

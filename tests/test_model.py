@@ -1,0 +1,106 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from screformer import SCReformer
+
+from .conftest import TINY, TINY_TRAIN, make_counts
+
+
+def _trained(adata, **train):
+    SCReformer.setup_anndata(adata, labels_key="cell_type")
+    model = SCReformer(adata, **TINY)
+    model.train(**(TINY_TRAIN | train))
+    return model
+
+
+def test_train_predict_shapes_and_latent(counts_adata):
+    model = _trained(counts_adata)
+    assert model.is_trained_ and model.classes == ["alpha", "beta", "gamma"]
+    soft = model.predict(soft=True)
+    assert isinstance(soft, pd.DataFrame)
+    assert list(soft.columns) == model.classes and soft.index.equals(counts_adata.obs_names)
+    np.testing.assert_allclose(soft.sum(1), 1, rtol=1e-5)
+    hard = model.predict()
+    assert set(hard) <= set(model.classes) and len(hard) == counts_adata.n_obs
+    assert model.get_latent_representation().shape == (counts_adata.n_obs, 8)
+    assert "validation_loss" in model.history
+
+
+def test_same_seed_same_predictions():
+    a, b = make_counts(), make_counts()
+    pa = _trained(a).predict(soft=True)
+    pb = _trained(b).predict(soft=True)
+    np.testing.assert_array_equal(pa.to_numpy(), pb.to_numpy())
+    pc = _trained(make_counts(), seed=1).predict(soft=True)
+    assert not np.array_equal(pa.to_numpy(), pc.to_numpy())
+
+
+def test_learns_marker_genes():
+    adata = make_counts(n_per_class=30)
+    model = _trained(adata, max_epochs=15)
+    accuracy = (model.predict() == adata.obs["cell_type"].to_numpy()).mean()
+    assert accuracy > 0.9
+
+
+def test_save_load_round_trip(tmp_path, counts_adata):
+    model = _trained(counts_adata)
+    before = model.predict(soft=True)
+    model.save(tmp_path / "m")
+    with pytest.raises(FileExistsError):
+        model.save(tmp_path / "m")
+    # A query with genes in another order and no labels column.
+    query = counts_adata[:, ::-1].copy()
+    del query.obs["cell_type"]
+    loaded = SCReformer.load(tmp_path / "m", adata=query)
+    assert loaded.gene_panel == model.gene_panel and loaded.classes == model.classes
+    after = loaded.predict(soft=True)
+    np.testing.assert_array_equal(after.to_numpy(), before.to_numpy())
+    assert not list((tmp_path / "m").glob("*.tmp"))
+
+
+def test_load_rejects_truncated_and_corrupted(tmp_path, counts_adata):
+    model = _trained(counts_adata, max_epochs=1)
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "model.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        SCReformer.load(tmp_path / "m")
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        SCReformer.load(tmp_path / "m")
+    with pytest.raises(FileNotFoundError):
+        SCReformer.load(tmp_path / "nothing")
+
+
+def test_load_with_too_few_panel_genes_is_clear(tmp_path, counts_adata):
+    model = _trained(counts_adata, max_epochs=1)
+    model.save(tmp_path / "m")
+    other = counts_adata.copy()
+    other.var_names = [f"OTHER{i}" for i in range(other.n_vars)]
+    loaded = SCReformer.load(tmp_path / "m")
+    with pytest.raises(ValueError, match="panel genes were found"):
+        loaded.predict(other)
+
+
+def test_setup_errors(counts_adata):
+    with pytest.raises(KeyError, match="labels_key"):
+        SCReformer.setup_anndata(counts_adata, labels_key="nope")
+    one_class = counts_adata.copy()
+    one_class.obs["cell_type"] = "alpha"
+    SCReformer.setup_anndata(one_class, labels_key="cell_type")
+    with pytest.raises(ValueError, match="at least two"):
+        SCReformer(one_class, **TINY)
+    missing = counts_adata.copy()
+    missing.obs["cell_type"] = missing.obs["cell_type"].astype(object)
+    missing.obs.iloc[0, 0] = None
+    with pytest.raises(ValueError, match="missing labels"):
+        SCReformer.setup_anndata(missing, labels_key="cell_type")
+
+
+def test_accumulation_and_class_weights_run(counts_adata):
+    model = _trained(counts_adata, max_epochs=1, accumulate_grad_batches=2, class_weight="balanced")
+    assert model.train_params_["accumulate_grad_batches"] == 2
+    with pytest.raises(ValueError, match="class_weight"):
+        _trained(make_counts(), max_epochs=1, class_weight="weird")
