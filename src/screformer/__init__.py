@@ -7,8 +7,8 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-from . import data, module, pp, tl  # noqa: E402
+from . import data, datasets, module, pp, tl  # noqa: E402
 from .model import SCReformer  # noqa: E402
 from .module import ReformerConfig  # noqa: E402
 
-__all__ = ["ReformerConfig", "SCReformer", "data", "module", "pp", "tl", "__version__"]
+__all__ = ["ReformerConfig", "SCReformer", "data", "datasets", "module", "pp", "tl", "__version__"]

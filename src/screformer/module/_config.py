@@ -38,13 +38,15 @@ class ReformerConfig:
         ``top_bin + 2`` padding.
     mlp_hidden, head_dropout
         Hidden sizes and dropout of the classifier's 3-layer MLP (scBERT: 512, 100).
+    gene_dropout
+        Dropout on the per-gene values that enter the MLP (regularises the wide first layer).
     """
 
     n_genes: int
     token_mode: TokenMode = "expressed"
-    dim: int = 64
+    dim: int = 32
     depth: int = 2
-    heads: int = 4
+    heads: int = 2
     dim_head: int = 16
     bucket_size: int = 32
     n_hashes: int = 1
@@ -52,7 +54,8 @@ class ReformerConfig:
     dropout: float = 0.1
     top_bin: int = 5
     mlp_hidden: tuple[int, int] = (512, 100)
-    head_dropout: float = 0.2
+    head_dropout: float = 0.5
+    gene_dropout: float = 0.5
 
     def __post_init__(self):
         if self.token_mode not in ("all", "expressed"):
@@ -83,7 +86,15 @@ class ReformerConfig:
         """scReformer-BERT as published: every gene a token, dim 200, depth 6, 10 heads, buckets
         of 64 (dim_head 64, one hashing round, as measured in ``benchmarks/``)."""
         values = dict(
-            token_mode="all", dim=200, depth=6, heads=10, dim_head=64, bucket_size=64, ff_mult=4
+            token_mode="all",
+            dim=200,
+            depth=6,
+            heads=10,
+            dim_head=64,
+            bucket_size=64,
+            ff_mult=4,
+            head_dropout=0.1,
+            gene_dropout=0.0,
         )
         values.update(overrides)
         return cls(n_genes=n_genes, **values)

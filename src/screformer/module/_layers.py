@@ -93,6 +93,7 @@ class ConvMLPClassifier(nn.Module):
         # No activation between the convolution and the MLP (scBERT has a ReLU there): with it,
         # the per-gene values of absent genes start at 0 and never receive a gradient.
         self.mlp = nn.Sequential(
+            nn.Dropout(config.gene_dropout),
             nn.Linear(config.n_genes, h1),
             nn.ReLU(),
             nn.Dropout(config.head_dropout),

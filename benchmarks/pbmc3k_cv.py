@@ -1,0 +1,236 @@
+"""Stratified 5-fold cross-validation on pbmc3k: screformer's default vs CellTypist-style
+logistic regression, in one run; plus the cost of the paper configuration (all genes).
+
+Data: ../shared/data/labelled/pbmc3k_labelled.h5ad (10x Genomics pbmc3k, 2,638 cells x 13,714
+genes, raw UMI counts; labels obs['classified'] from the Seurat tutorial; CC BY 4.0).
+
+Run from the repository root (tcmalloc steadies timings on this VM, see docs):
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+        python benchmarks/pbmc3k_cv.py --out benchmarks/results
+
+Writes ``pbmc3k_cv.json`` and ``pbmc3k_cv.md`` to ``--out`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+
+import screformer
+from screformer import SCReformer
+from screformer.data import cell_loader
+from screformer.module import ReformerConfig, SCReformerModule
+from screformer.pp import prepare
+
+DATA = Path(__file__).resolve().parents[2] / "shared/data/labelled/pbmc3k_labelled.h5ad"
+LABELS = "classified"
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def logistic_regression(train: ad.AnnData, test: ad.AnnData) -> np.ndarray:
+    """CellTypist's classifier: log1p of counts per 1e4, features scaled and clipped at 10,
+    multinomial logistic regression (C=1, max_iter=1000)."""
+
+    def lognorm(a):
+        X = a.X.toarray()
+        return np.log1p(X / X.sum(1, keepdims=True) * 1e4)
+
+    scaler = StandardScaler()
+    X_train = np.clip(scaler.fit_transform(lognorm(train)), None, 10)
+    X_test = np.clip(scaler.transform(lognorm(test)), None, 10)
+    clf = LogisticRegression(C=1.0, max_iter=1000)
+    clf.fit(X_train, train.obs[LABELS].astype(str))
+    return clf.predict(X_test)
+
+
+def screformer_fold(train: ad.AnnData, test: ad.AnnData, train_kwargs: dict) -> dict:
+    train = train.copy()
+    SCReformer.setup_anndata(train, labels_key=LABELS)
+    model = SCReformer(train)
+    start = time.perf_counter()
+    model.train(enable_progress_bar=False, **train_kwargs)
+    fit_s = time.perf_counter() - start
+    start = time.perf_counter()
+    prepared = model.prepare(test)
+    probabilities = model.predict_proba(prepared)
+    predict_s = time.perf_counter() - start
+    return {
+        "prediction": np.asarray(model.classes)[probabilities.argmax(1)],
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+        "epochs": int(model.history["train_loss"].shape[0]),
+        "config": model.config.to_dict(),
+    }
+
+
+def paper_cost(adata: ad.AnnData, n_forward: int, n_train: int) -> dict:
+    """Seconds per cell of the paper configuration (every gene a token), forward and train."""
+    prepared = prepare(adata, list(adata.var_names))
+    config = ReformerConfig.paper(prepared.X.shape[1])
+    module = SCReformerModule(config, n_classes=9)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    labels = np.zeros(adata.n_obs, dtype=np.int64)
+    module.eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in cell_loader(prepared.X, config, np.arange(n_forward), batch_size=1):
+            module(batch["gene_ids"], batch["bins"], batch["mask"])
+    forward = (time.perf_counter() - start) / n_forward
+    module.train()
+    start = time.perf_counter()
+    for batch in cell_loader(prepared.X, config, np.arange(n_train), labels, batch_size=1):
+        logits = module(batch["gene_ids"], batch["bins"], batch["mask"])
+        torch.nn.functional.cross_entropy(logits, batch["labels"]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    train = (time.perf_counter() - start) / n_train
+    return {
+        "tokens_per_cell": config.n_genes,
+        "forward_s_per_cell": forward,
+        "train_s_per_cell": train,
+        "n_forward_cells": n_forward,
+        "n_train_cells": n_train,
+        "config": config.to_dict(),
+    }
+
+
+def mean_sd(values) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: the model's rule")
+    parser.add_argument("--paper-forward-cells", type=int, default=48)
+    parser.add_argument("--paper-train-cells", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    adata = ad.read_h5ad(DATA)
+    labels = adata.obs[LABELS].astype(str).to_numpy()
+    folds = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed)
+    train_kwargs = dict(max_epochs=args.max_epochs, seed=args.seed)
+    rows = {"screformer": [], "logistic_regression": []}
+    for k, (tr, te) in enumerate(folds.split(np.zeros(len(labels)), labels)):
+        train, test = adata[tr], adata[te]
+        result = screformer_fold(train, test, train_kwargs)
+        truth = labels[te]
+        rows["screformer"].append(
+            {
+                "fold": k,
+                "accuracy": accuracy_score(truth, result["prediction"]),
+                "macro_f1": f1_score(truth, result["prediction"], average="macro"),
+                "fit_s": result["fit_s"],
+                "epochs": result["epochs"],
+                "predict_cells_per_s": len(te) / result["predict_s"],
+            }
+        )
+        start = time.perf_counter()
+        baseline = logistic_regression(train, test)
+        rows["logistic_regression"].append(
+            {
+                "fold": k,
+                "accuracy": accuracy_score(truth, baseline),
+                "macro_f1": f1_score(truth, baseline, average="macro"),
+                "fit_s": time.perf_counter() - start,
+            }
+        )
+        print(f"fold {k}: screformer {rows['screformer'][-1]}", flush=True)
+        print(f"fold {k}: logistic regression {rows['logistic_regression'][-1]}", flush=True)
+
+    # Fine-tune on 80% + predict all 2,638 cells, as a user would (the 10-minute target).
+    start = time.perf_counter()
+    query = adata.copy()
+    screformer.tl.annotate(
+        query, LABELS, enable_progress_bar=False, validation_size=0.2, **train_kwargs
+    )
+    end_to_end_s = time.perf_counter() - start
+
+    paper = None
+    if args.paper_forward_cells:
+        paper = paper_cost(adata, args.paper_forward_cells, args.paper_train_cells)
+
+    summary = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "data": str(DATA.name),
+        "n_cells": adata.n_obs,
+        "n_genes": adata.n_vars,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", ""),
+        },
+        "screformer_config": result["config"],
+        "train_kwargs": train_kwargs,
+        "folds": rows,
+        "annotate_all_cells_s": end_to_end_s,
+        "peak_rss_gb": peak_rss_gb(),
+        "paper_configuration": paper,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pbmc3k_cv.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / "pbmc3k_cv.md").write_text(markdown(summary))
+    print(markdown(summary))
+
+
+def markdown(s: dict) -> str:
+    sc, lr = s["folds"]["screformer"], s["folds"]["logistic_regression"]
+    lines = [
+        f"# pbmc3k {len(sc)}-fold cross-validation",
+        "",
+        f"Command: `{s['command']}`  ",
+        f"Data: {s['data']} ({s['n_cells']} cells x {s['n_genes']} genes)  ",
+        f"Machine: {s['machine']}",
+        "",
+        "| method | accuracy | macro F1 | fit s / fold | predict cells/s |",
+        "|---|---|---|---|---|",
+        f"| screformer (default) | {mean_sd([r['accuracy'] for r in sc])} | "
+        f"{mean_sd([r['macro_f1'] for r in sc])} | {np.mean([r['fit_s'] for r in sc]):.0f} | "
+        f"{np.mean([r['predict_cells_per_s'] for r in sc]):.0f} |",
+        f"| logistic regression (CellTypist-style) | {mean_sd([r['accuracy'] for r in lr])} | "
+        f"{mean_sd([r['macro_f1'] for r in lr])} | {np.mean([r['fit_s'] for r in lr]):.0f} | |",
+        "",
+        f"`tl.annotate` on all {s['n_cells']} cells (fine-tune + predict): "
+        f"{s['annotate_all_cells_s']:.0f} s. Peak memory (process RSS): {s['peak_rss_gb']:.2f} GB.",
+        "",
+        f"screformer configuration: `{s['screformer_config']}`; training: `{s['train_kwargs']}`; "
+        f"epochs run per fold: {[r['epochs'] for r in sc]}.",
+    ]
+    p = s.get("paper_configuration")
+    if p:
+        lines += [
+            "",
+            f"Paper configuration (`token_mode='all'`, {p['tokens_per_cell']} tokens per cell, "
+            f"dim 200, depth 6, 10 heads, bucket 64): forward {p['forward_s_per_cell']:.2f} s "
+            f"per cell (over {p['n_forward_cells']} cells), forward + backward "
+            f"{p['train_s_per_cell']:.2f} s per cell (over {p['n_train_cells']} cells).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
