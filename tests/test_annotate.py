@@ -127,3 +127,21 @@ def test_query_without_shared_genes_fails_before_training(counts_adata):
     with pytest.raises(ValueError, match="panel genes were found"):
         _annotate(query, "cell_type", reference=counts_adata)
     assert _keys(query) == before
+
+
+def test_view_is_refused_unless_copy(counts_adata):
+    view = counts_adata[:30]
+    with pytest.raises(ValueError, match="view"):
+        _annotate(view, "cell_type")
+    assert "screformer_prediction" not in counts_adata.obs
+
+
+def test_trained_model_reads_the_query_layer(counts_adata):
+    model = _annotate(counts_adata, "cell_type")
+    query = make_counts(seed=2)
+    query.layers["counts"] = query.X.copy()
+    query.X = query.X * -1.0  # X is unusable; the counts are in a layer
+    screformer.tl.annotate(query, model=model, layer="counts")
+    assert query.uns["screformer"]["params"]["layer"] == "counts"
+    with pytest.raises(ValueError, match="negative"):
+        screformer.tl.annotate(query, model=model, key_added="x")

@@ -104,3 +104,27 @@ def test_accumulation_and_class_weights_run(counts_adata):
     assert model.train_params_["accumulate_grad_batches"] == 2
     with pytest.raises(ValueError, match="class_weight"):
         _trained(make_counts(), max_epochs=1, class_weight="weird")
+
+
+def test_class_with_a_single_cell_trains(counts_adata):
+    counts_adata.obs["cell_type"] = counts_adata.obs["cell_type"].cat.add_categories("rare")
+    counts_adata.obs.iloc[0, 0] = "rare"
+    model = _trained(counts_adata, max_epochs=1)
+    assert "rare" in model.classes
+    assert model.predict(soft=True).shape == (counts_adata.n_obs, 4)
+
+
+def test_interrupted_save_leaves_no_checkpoint(tmp_path, counts_adata, monkeypatch):
+    import torch
+
+    model = _trained(counts_adata, max_epochs=1)
+
+    def broken_save(obj, path):
+        with open(path, "wb") as handle:
+            handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(tmp_path / "m")
+    assert list((tmp_path / "m").iterdir()) == []

@@ -66,3 +66,34 @@ def test_paper_config():
     assert ReformerConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="token_mode"):
         ReformerConfig(n_genes=3, token_mode="some")
+
+
+def test_read_gene2vec_formats_and_missing_genes(tmp_path):
+    from screformer.gene2vec import read_gene2vec
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("CD3E 0.5 -1 2\nLYZ 1\t2\t3\nMS4A1 4 5 6\n")
+    vectors, n_found = read_gene2vec(plain, ["lyz", "NOTHERE", "CD3E"])
+    assert vectors.shape == (3, 3) and vectors.dtype == np.float32 and n_found == 2
+    assert vectors[0].tolist() == [1, 2, 3] and vectors[2].tolist() == [0.5, -1, 2]
+    assert np.isfinite(vectors[1]).all() and vectors[1].tolist() != [0, 0, 0]
+    header = tmp_path / "w2v.txt"
+    header.write_text("3 3\n" + plain.read_text())
+    np.testing.assert_array_equal(
+        read_gene2vec(header, ["lyz", "CD3E"])[0][[0, 1]], vectors[[0, 2]]
+    )
+    ragged = tmp_path / "ragged.txt"
+    ragged.write_text("A 1 2\nB 1 2 3\n")
+    with pytest.raises(ValueError, match="line 2"):
+        read_gene2vec(ragged, ["A"])
+
+
+def test_model_takes_gene2vec_file(tmp_path, counts_adata):
+    from screformer import SCReformer
+
+    lines = [f"GENE{j} " + " ".join(str(j + k / 10) for k in range(8)) for j in range(0, 40, 2)]
+    (tmp_path / "g2v.txt").write_text("\n".join(lines))
+    SCReformer.setup_anndata(counts_adata, labels_key="cell_type")
+    model = SCReformer(counts_adata, gene_vectors=tmp_path / "g2v.txt", **TINY)
+    weights = model.module.embedding.gene.weight.detach().numpy()
+    np.testing.assert_allclose(weights[4], [4 + k / 10 for k in range(8)], rtol=1e-6)

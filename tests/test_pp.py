@@ -126,3 +126,11 @@ def test_prepare_reads_layer_and_reports_empty_cells():
 def test_prepare_rejects_empty_anndata():
     with pytest.raises(ValueError, match="empty"):
         pp.prepare(ad.AnnData(np.zeros((0, 3))), ["A"])
+
+
+def test_prepare_refuses_backed_anndata(tmp_path):
+    adata = ad.AnnData(sparse.csr_matrix(np.ones((3, 4), dtype=np.float32)))
+    adata.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(ValueError, match="backed"):
+        pp.prepare(backed, list(adata.var_names), min_genes=1)

@@ -7,8 +7,19 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-from . import data, datasets, module, pp, tl  # noqa: E402
+from . import data, datasets, gene2vec, module, pl, pp, tl  # noqa: E402
 from .model import SCReformer  # noqa: E402
 from .module import ReformerConfig  # noqa: E402
 
-__all__ = ["ReformerConfig", "SCReformer", "data", "datasets", "module", "pp", "tl", "__version__"]
+__all__ = [
+    "ReformerConfig",
+    "SCReformer",
+    "data",
+    "datasets",
+    "gene2vec",
+    "module",
+    "pl",
+    "pp",
+    "tl",
+    "__version__",
+]

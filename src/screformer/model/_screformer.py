@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data import CellDataModule, cell_loader, stratified_split
+from ..gene2vec import read_gene2vec
 from ..module import ReformerConfig, SCReformerModule
 from ..pp import PreparedData, data_gene_names, prepare, unique_panel
 from ..train import ClassifierTrainingPlan, RestoreBestWeights
@@ -53,7 +54,8 @@ class SCReformer(BaseModelClass):
         A :class:`~screformer.module.ReformerConfig` or its dict; default
         ``ReformerConfig(n_genes=len(gene_panel), **config_kwargs)``.
     gene_vectors
-        Optional ``(len(gene_panel), dim)`` array to initialise the gene embeddings (gene2vec).
+        Initial gene embeddings: a ``(len(gene_panel), dim)`` array, or the path of a gene2vec
+        text file (``SYMBOL v1 ... v_dim`` per line, see :func:`screformer.gene2vec.read_gene2vec`).
     classes
         Class names in output order (default: the labels of ``adata``'s labelled cells, sorted).
     registry
@@ -76,7 +78,7 @@ class SCReformer(BaseModelClass):
         *,
         gene_panel: list[str] | None = None,
         config: ReformerConfig | dict | None = None,
-        gene_vectors: np.ndarray | None = None,
+        gene_vectors: np.ndarray | str | os.PathLike | None = None,
         classes: list[str] | None = None,
         registry: dict | None = None,
         **config_kwargs,
@@ -110,8 +112,11 @@ class SCReformer(BaseModelClass):
                 f"{len(self.gene_panel)}."
             )
         self.config = config
+        if isinstance(gene_vectors, str | os.PathLike):
+            gene_vectors, _ = read_gene2vec(gene_vectors, self.gene_panel)
         self.module = SCReformerModule(config, len(self.classes), gene_vectors)
         self.gene_overlap_: dict | None = None
+        self.train_params_: dict = {}
         self._model_summary_string = (
             f"SCReformer: {len(self.gene_panel)} panel genes, {len(self.classes)} classes, "
             f"token_mode={config.token_mode}, dim={config.dim}, depth={config.depth}, "
@@ -254,6 +259,7 @@ class SCReformer(BaseModelClass):
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``).
         """
+        params = {k: v for k, v in locals().items() if k not in ("self", "trainer_kwargs")}
         pl.seed_everything(seed, verbose=False)
         prepared = self.prepare()
         labels = self._class_indices()
@@ -314,18 +320,9 @@ class SCReformer(BaseModelClass):
         )
         runner()
         self.gene_overlap_ = prepared.alignment.report()
-        self.train_params_ = dict(
+        self.train_params_ = params | dict(
             max_epochs=max_epochs,
-            lr=lr,
-            batch_size=batch_size,
-            accumulate_grad_batches=accumulate_grad_batches,
-            validation_size=validation_size,
             early_stopping=early_stopping,
-            early_stopping_patience=early_stopping_patience,
-            seed=seed,
-            weight_decay=weight_decay,
-            warmup_fraction=warmup_fraction,
-            class_weight=class_weight,
             n_train_cells=len(train_idx),
             n_validation_cells=len(val_idx),
         )

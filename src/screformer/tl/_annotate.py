@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from ..model import SCReformer
 from ..module import ReformerConfig
+from ..pp import prepare
 
 logger = logging.getLogger("screformer")
 
@@ -58,8 +59,8 @@ def annotate(
     unlabeled_category
         Label that marks unlabelled cells in ``labels_key``.
     layer, gene_symbols
-        Where to read expression values and gene names (the same for ``adata`` and
-        ``reference``).
+        Where to read expression values and gene names of ``adata`` (and of ``reference``);
+        with a trained ``model`` they describe ``adata`` only.
     config
         Model architecture: a :class:`~screformer.module.ReformerConfig` or a dict of its
         fields (``n_genes`` is set from the panel); default: the CPU default.
@@ -122,7 +123,7 @@ def annotate(
         fields.pop("n_genes", None)  # the panel decides
         model = SCReformer(work, **fields)
         # Fail on the query's genes or values now, not after training.
-        prepared = model.prepare(adata)
+        prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
         model.train(**train_kwargs)
     else:
         if train_kwargs:
@@ -131,7 +132,7 @@ def annotate(
             model = SCReformer.load(model)
         if not model.is_trained_:
             raise ValueError("The model is not trained; pass labels_key to train it.")
-        prepared = model.prepare(adata)
+        prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
 
     probabilities = model.predict_proba(prepared)
     prediction, confidence = _call_labels(
@@ -154,7 +155,7 @@ def annotate(
                 "unlabeled_category": unlabeled_category,
                 "layer": layer,
                 "gene_symbols": gene_symbols,
-                **getattr(model, "train_params_", {}),
+                **model.train_params_,
             },
             "classes": list(model.classes),
             "gene_overlap": prepared.alignment.report(),
