@@ -11,7 +11,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
-    "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
 ]
 autosummary_generate = True
@@ -21,12 +20,6 @@ napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 nb_execution_mode = "off"  # tutorials are executed by CI with nbmake, not at docs build time
 myst_enable_extensions = ["colon_fence"]
-intersphinx_mapping = {
-    "python": ("https://docs.python.org/3", None),
-    "anndata": ("https://anndata.readthedocs.io/en/stable/", None),
-    "scanpy": ("https://scanpy.readthedocs.io/en/stable/", None),
-    "scvi": ("https://docs.scvi-tools.org/en/stable/", None),
-}
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 html_theme = "furo"
 html_title = "screformer"

@@ -55,3 +55,12 @@ def test_interrupted_write_leaves_no_output(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         cli.write_h5ad_atomic(adata, tmp_path / "out.h5ad")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_input_file_is_a_one_line_error(tmp_path, capsys):
+    code = main(["annotate", str(tmp_path / "absent.h5ad"), "--labels-key", "x", "--out", "o.h5ad"])
+    assert code == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == f"screformer: error: {tmp_path / 'absent.h5ad'} does not exist."
+    )

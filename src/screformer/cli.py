@@ -35,6 +35,9 @@ def _annotate(args) -> int:
 
     from . import tl
 
+    for path in (args.input, args.reference, args.model):
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"{path} does not exist.")
     adata = ad.read_h5ad(args.input)
     reference = ad.read_h5ad(args.reference) if args.reference else None
     kwargs = dict(

@@ -110,7 +110,7 @@ def to_log2_normalized(X, kind: InputKind) -> sparse.csr_matrix:
 
 
 def bin_expression(values: np.ndarray, top_bin: int = 5) -> np.ndarray:
-    """scBERT's expression bins: ``floor(x)`` capped at ``top_bin`` (so bins ``0 .. top_bin``).
+    """scBERT's expression bins: ``floor(x)`` capped at ``top_bin`` (bins 0 to ``top_bin``).
 
     Like scBERT, values in ``(0, 1)`` fall in bin 0 with the unexpressed genes; in the
     ``expressed`` token mode they are still tokens, since the token list comes from the non-zeros.
