@@ -80,7 +80,7 @@ class LengthGroupedBatches(Sampler):
         self.lengths = np.asarray(lengths)
         self.batch_size, self.shuffle, self.seed, self.epoch = batch_size, shuffle, seed, 0
 
-    def _batches(self) -> list[np.ndarray]:
+    def batches(self) -> list[np.ndarray]:
         if not self.shuffle:
             order = self.indices[np.argsort(self.lengths[self.indices], kind="stable")]
             return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
@@ -98,7 +98,7 @@ class LengthGroupedBatches(Sampler):
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def __iter__(self):
-        yield from (b.tolist() for b in self._batches())
+        yield from (b.tolist() for b in self.batches())
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)

@@ -18,6 +18,7 @@ from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
 from scvi.data.fields import LabelsWithUnlabeledObsField, LayerField
+from scvi.model._utils import parse_device_args
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 from tqdm.auto import tqdm
@@ -336,7 +337,7 @@ class SCReformer(BaseModelClass):
         so the user's random state is untouched) makes predictions reproducible.
         """
         loader = cell_loader(prepared.X, self.config, batch_size=batch_size)
-        order = np.concatenate(list(loader.batch_sampler._batches()))
+        order = np.concatenate(loader.batch_sampler.batches())  # unshuffled: deterministic
         device = next(self.module.parameters()).device
         self.module.eval()
         outputs = []
@@ -449,8 +450,6 @@ class SCReformer(BaseModelClass):
         model.gene_overlap_ = payload["gene_overlap"]
         if adata is not None:
             model._adata = adata
-        from scvi.model._utils import parse_device_args
-
         _, _, torch_device = parse_device_args(accelerator, device, return_device="torch")
         model.to_device(torch_device)
         return model
