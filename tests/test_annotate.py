@@ -145,3 +145,49 @@ def test_trained_model_reads_the_query_layer(counts_adata):
     assert query.uns["screformer"]["params"]["layer"] == "counts"
     with pytest.raises(ValueError, match="negative"):
         screformer.tl.annotate(query, model=model, key_added="x")
+
+
+def _heart_like(adata):
+    """The three synthetic types renamed as heart labels at two depths of the uHAF tree."""
+    names = {
+        "alpha": "Atrial_Cardiomyocyte",
+        "beta": "Ventricular_Cardiomyocyte",
+        "gamma": "Fibroblasts",
+    }
+    adata.obs["cell_type"] = adata.obs["cell_type"].map(names).astype("category")
+    return adata
+
+
+def test_uhaf_first_tier_training(counts_adata):
+    adata = _heart_like(counts_adata)
+    model = _annotate(adata, "cell_type", uhaf_organ="Heart", unassigned_threshold=0, max_epochs=15)
+    assert model.classes == ["Cardiomyocyte cell", "Fibroblast"]
+    tier = adata.obs["cell_type_uhaf_tier1"].astype(str)
+    assert set(tier) == {"Cardiomyocyte cell", "Fibroblast"}
+    assert (tier[adata.obs["cell_type"] == "Atrial_Cardiomyocyte"] == "Cardiomyocyte cell").all()
+    predicted = adata.obs["screformer_prediction"].astype(str)
+    assert set(predicted) <= {"Cardiomyocyte cell", "Fibroblast"}
+    assert (predicted == tier).mean() > 0.9  # fibroblasts are separable by their markers
+    uns = adata.uns["screformer"]["uhaf"]
+    assert uns["organ"] == "Heart" and uns["tier"] == 1
+    assert uns["mapping"]["Ventricular_Cardiomyocyte"] == "Cardiomyocyte cell"
+
+
+def test_uhaf_unmapped_label_fails_before_training(counts_adata):
+    adata = _heart_like(counts_adata)
+    adata.obs["cell_type"] = adata.obs["cell_type"].cat.rename_categories(
+        {"Fibroblasts": "Blob cells"}
+    )
+    before = set(adata.obs.columns)
+    with pytest.raises(ValueError, match="'Blob cells'.*uhaf_mapping"):
+        _annotate(adata, "cell_type", uhaf_organ="Heart")
+    assert set(adata.obs.columns) == before and "screformer" not in adata.uns
+    model = _annotate(
+        adata, "cell_type", uhaf_organ="Heart", uhaf_mapping={"Blob cells": "Fibroblast"}
+    )
+    assert model.classes == ["Cardiomyocyte cell", "Fibroblast"]
+
+
+def test_uhaf_with_a_trained_model_is_refused(counts_adata):
+    with pytest.raises(ValueError, match="uhaf_organ"):
+        screformer.tl.annotate(counts_adata, model="somewhere", uhaf_organ="Heart")

@@ -12,6 +12,7 @@ from anndata import AnnData
 from ..model import SCReformer
 from ..module import ReformerConfig
 from ..pp import prepare
+from ..uhaf import UHAF_VERSION, map_labels
 
 logger = logging.getLogger("screformer")
 
@@ -30,6 +31,9 @@ def annotate(
     layer: str | None = None,
     gene_symbols: str | None = None,
     config: ReformerConfig | dict | None = None,
+    uhaf_organ: str | None = None,
+    uhaf_tier: int = 1,
+    uhaf_mapping: dict[str, str] | None = None,
     copy: bool = False,
     **train_kwargs,
 ) -> SCReformer | AnnData:
@@ -64,6 +68,12 @@ def annotate(
     config
         Model architecture: a :class:`~screformer.module.ReformerConfig` or a dict of its
         fields (``n_genes`` is set from the panel); default: the CPU default.
+    uhaf_organ, uhaf_tier, uhaf_mapping
+        Train on and predict the uHAF types at ``uhaf_tier`` (1: first tier, e.g.
+        ``Cardiomyocyte cell``) of organ ``uhaf_organ`` instead of the labels themselves: each
+        label is mapped up the organ's uHAF tree (:func:`screformer.uhaf.map_labels`;
+        ``uhaf_mapping`` names labels the tree lacks). Fails, before training, listing any label
+        that cannot be mapped.
     copy
         Return an annotated copy instead of writing into ``adata``.
     **train_kwargs
@@ -84,7 +94,11 @@ def annotate(
         cells x classes probabilities, columns in the order of ``uns["screformer"]["classes"]``;
     ``adata.uns["screformer"]``
         ``params``, ``classes``, ``gene_overlap`` (panel genes found), ``model_config``,
-        ``input_kind`` and ``n_unassigned``.
+        ``input_kind`` and ``n_unassigned``; with ``uhaf_organ`` also ``uhaf`` (organ, tier,
+        version and the label -> uHAF type mapping);
+    ``adata.obs[f"{labels_key}_uhaf_tier{uhaf_tier}"]``
+        with ``uhaf_organ``, when the labels are ``adata``'s own: each cell's known label mapped
+        to its uHAF type, next to the fine label, to compare with the prediction.
 
     Nothing is written when the call fails.
 
@@ -106,12 +120,21 @@ def annotate(
         raise ValueError("key_added must be a non-empty string.")
     if model is not None and (labels_key is not None or reference is not None):
         raise ValueError("Pass either a trained model, or labels to train on, not both.")
+    if uhaf_organ is not None and model is not None:
+        raise ValueError("uhaf_organ chooses the classes to train: it needs labels_key, not model.")
+
+    uhaf = None
 
     if model is None:
         if labels_key is None:
             raise ValueError("Pass labels_key (the obs column with cell types), or a model.")
         train_data = adata if reference is None else reference
         work = _training_view(train_data, labels_key, unlabeled_category, layer, gene_symbols)
+        if uhaf_organ is not None:
+            uhaf = _uhaf_mapping(
+                work.obs[labels_key], unlabeled_category, uhaf_organ, uhaf_tier, uhaf_mapping
+            )
+            work.obs[labels_key] = work.obs[labels_key].map(lambda x: uhaf.mapped.get(x, x))
         SCReformer.setup_anndata(
             work,
             labels_key=labels_key,
@@ -164,6 +187,18 @@ def annotate(
             "n_unassigned": int((prediction == UNASSIGNED).sum()),
         }
     )
+    if uhaf is not None:
+        target.uns[key_added]["uhaf"] = {
+            "organ": uhaf.organ,
+            "tier": uhaf.tier,
+            "version": UHAF_VERSION,
+            "mapping": uhaf.mapped,
+        }
+        if reference is None:
+            fine = target.obs[labels_key].astype(object)
+            target.obs[f"{labels_key}_uhaf_tier{uhaf_tier}"] = pd.Categorical(
+                fine.map(uhaf.mapped), categories=sorted(set(uhaf.mapped.values()))
+            )
     return target if copy else model
 
 
@@ -184,6 +219,18 @@ def _training_view(adata: AnnData, labels_key, unlabeled_category, layer, gene_s
         var=var if var is not None else pd.DataFrame(index=adata.var_names),
         layers=layers,
     )
+
+
+def _uhaf_mapping(labels: pd.Series, unlabeled_category, organ, tier, mapping):
+    names = [x for x in labels.unique() if x != unlabeled_category]
+    result = map_labels(names, organ, tier, mapping)
+    if result.unmapped:
+        raise ValueError(
+            f"{len(result.unmapped)} label(s) cannot be mapped to uHAF {result.organ} tier {tier}: "
+            + "; ".join(f"{k!r} ({v})" for k, v in result.unmapped.items())
+            + ". Name their uHAF types with uhaf_mapping={label: type}."
+        )
+    return result
 
 
 def _call_labels(probabilities: np.ndarray, classes, threshold: float, empty: np.ndarray):
