@@ -28,7 +28,7 @@ from ..data import CellDataModule, cell_loader, stratified_split
 from ..gene2vec import read_gene2vec
 from ..module import ReformerConfig, SCReformerModule
 from ..pp import PreparedData, data_gene_names, prepare, unique_panel
-from ..train import ClassifierTrainingPlan, RestoreBestWeights
+from ..train import ClassifierTrainingPlan, RestoreBestWeights, fit_temperature
 
 logger = logging.getLogger("screformer")
 
@@ -118,6 +118,8 @@ class SCReformer(BaseModelClass):
         self.module = SCReformerModule(config, len(self.classes), gene_vectors)
         self.gene_overlap_: dict | None = None
         self.train_params_: dict = {}
+        # Divides the logits before the softmax; fitted by train(calibrate=True).
+        self.temperature_: float = 1.0
         self._model_summary_string = (
             f"SCReformer: {len(self.gene_panel)} panel genes, {len(self.classes)} classes, "
             f"token_mode={config.token_mode}, dim={config.dim}, depth={config.depth}, "
@@ -221,6 +223,7 @@ class SCReformer(BaseModelClass):
         warmup_fraction: float = 0.1,
         class_weight: str | None = "sqrt",
         num_workers: int = 0,
+        calibrate: bool = False,
         **trainer_kwargs,
     ):
         """Fine-tune on the labelled cells of the registered AnnData.
@@ -257,6 +260,10 @@ class SCReformer(BaseModelClass):
             common ones) or ``None``.
         num_workers
             DataLoader worker processes.
+        calibrate
+            Fit a temperature on the validation cells after training (temperature scaling, Guo
+            et al. 2017) so that confidences match accuracy; it changes no predicted label,
+            only which cells fall under ``unassigned_threshold``. Stored as ``temperature_``.
         **trainer_kwargs
             Passed to :class:`scvi.train.Trainer` (a Lightning ``Trainer``).
         """
@@ -320,23 +327,33 @@ class SCReformer(BaseModelClass):
             **trainer_kwargs,
         )
         runner()
+        self.temperature_ = 1.0
+        if calibrate:
+            if len(val_idx) == 0:
+                raise ValueError("calibrate=True needs validation cells (validation_size > 0).")
+            logits = self._run(prepared.X[val_idx], self.module, batch_size=64)
+            self.temperature_ = fit_temperature(
+                torch.from_numpy(logits), torch.from_numpy(labels[val_idx])
+            )
         self.gene_overlap_ = prepared.alignment.report()
         self.train_params_ = params | dict(
             max_epochs=max_epochs,
             early_stopping=early_stopping,
             n_train_cells=len(train_idx),
             n_validation_cells=len(val_idx),
+            temperature=self.temperature_,
         )
 
     # ---------------------------------------------------------------- predict
     @torch.inference_mode()
-    def _run(self, prepared: PreparedData, fn, batch_size: int, seed: int = 0) -> np.ndarray:
-        """``fn(gene_ids, bins, mask)`` over every cell, in the AnnData's cell order.
+    def _run(self, X, fn, batch_size: int, seed: int = 0) -> np.ndarray:
+        """``fn(gene_ids, bins, mask)`` over every cell (row of the prepared matrix ``X``), in
+        row order.
 
         LSH attention hashes with random rotations at every call; a fixed seed (in a forked RNG,
         so the user's random state is untouched) makes predictions reproducible.
         """
-        loader = cell_loader(prepared.X, self.config, batch_size=batch_size)
+        loader = cell_loader(X, self.config, batch_size=batch_size)
         order = np.concatenate(loader.batch_sampler.batches())  # unshuffled: deterministic
         device = next(self.module.parameters()).device
         self.module.eval()
@@ -347,7 +364,7 @@ class SCReformer(BaseModelClass):
             for batch in tqdm(loader, desc="screformer", disable=None, leave=False):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 outputs.append(fn(batch["gene_ids"], batch["bins"], batch["mask"]).float().cpu())
-        result = np.empty((prepared.X.shape[0], outputs[0].shape[1]), dtype=np.float32)
+        result = np.empty((X.shape[0], outputs[0].shape[1]), dtype=np.float32)
         result[order] = torch.cat(outputs).numpy()
         return result
 
@@ -367,17 +384,23 @@ class SCReformer(BaseModelClass):
         obs_names = (self.adata if adata is None else adata).obs_names
         return pd.DataFrame(probabilities, index=obs_names, columns=self.classes)
 
-    def predict_proba(self, prepared: PreparedData, batch_size: int = 64) -> np.ndarray:
-        """Class probabilities, cells x classes, of data already on the panel (:meth:`prepare`)."""
+    def predict_proba(
+        self, prepared: PreparedData, batch_size: int = 64, temperature: float | None = None
+    ) -> np.ndarray:
+        """Class probabilities, cells x classes, of data already on the panel (:meth:`prepare`).
+
+        ``temperature`` divides the logits (default: ``temperature_``, 1 unless calibrated).
+        """
         self._check_if_trained(warn=True)
-        logits = self._run(prepared, self.module, batch_size)
-        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        temperature = self.temperature_ if temperature is None else temperature
+        logits = self._run(prepared.X, self.module, batch_size)
+        return torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
 
     def get_latent_representation(
         self, adata: AnnData | None = None, batch_size: int = 64
     ) -> np.ndarray:
         """Cell embeddings: the encoder output averaged over each cell's tokens, cells x dim."""
-        return self._run(self.prepare(adata), self.module.cell_embedding, batch_size)
+        return self._run(self.prepare(adata).X, self.module.cell_embedding, batch_size)
 
     # -------------------------------------------------------------- save/load
     def save(self, dir_path: str | os.PathLike, overwrite: bool = False, **_ignored) -> None:
@@ -398,6 +421,7 @@ class SCReformer(BaseModelClass):
             "setup_args": dict(self.registry_["setup_args"]),
             "is_trained": bool(self.is_trained_),
             "gene_overlap": self.gene_overlap_,
+            "temperature": float(self.temperature_),
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
         }
         fd, tmp = tempfile.mkstemp(dir=dir_path, prefix=".model-", suffix=".tmp")
@@ -448,6 +472,7 @@ class SCReformer(BaseModelClass):
         model.module.eval()
         model.is_trained_ = payload["is_trained"]
         model.gene_overlap_ = payload["gene_overlap"]
+        model.temperature_ = float(payload.get("temperature", 1.0))
         if adata is not None:
             model._adata = adata
         _, _, torch_device = parse_device_args(accelerator, device, return_device="torch")
