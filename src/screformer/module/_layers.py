@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -49,8 +50,12 @@ class TokenEmbedding(nn.Module):
         # Derived from the config: not saved in checkpoints.
         self.register_buffer("position", table, persistent=False)
 
+    def identity(self, gene_ids: torch.Tensor) -> torch.Tensor:
+        """The part that says which gene a token is: gene embedding + position."""
+        return self.gene(gene_ids) + self.position[gene_ids]
+
     def forward(self, gene_ids: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-        return self.gene(gene_ids) + self.bin(bins) + self.position[gene_ids]
+        return self.identity(gene_ids) + self.bin(bins)
 
 
 class ReformerEncoder(nn.Module):
@@ -75,6 +80,21 @@ class ReformerEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.norm(self.net(x, input_mask=mask))
+
+    @contextmanager
+    def irreversible(self):
+        """Run the same layers with ordinary autograd (activations kept) inside the block.
+
+        reformer-pytorch's reversible backward pass reuses LSH buckets that it caches only in
+        training mode, so gradients of an eval-mode model (attributions) need this path.
+        """
+        layers = self.net.net.layers  # Autopadder -> Reformer -> ReversibleSequence
+        threshold = layers.reverse_thres
+        layers.reverse_thres = float("inf")
+        try:
+            yield
+        finally:
+            layers.reverse_thres = threshold
 
 
 class ConvMLPClassifier(nn.Module):

@@ -49,9 +49,14 @@ class SCReformerModule(nn.Module):
 
     def forward(self, gene_ids, bins, mask) -> torch.Tensor:
         """Class logits, ``(batch, n_classes)``."""
+        return self.classify_embedded(self.embedding(gene_ids, bins), gene_ids, mask)
+
+    def classify_embedded(self, embedded, gene_ids, mask) -> torch.Tensor:
+        """Class logits from input embeddings ``(batch, tokens, dim)``: the entry point for
+        gradient attributions (SHAP), which need a continuous input."""
         if self.classifier is None:
             raise RuntimeError("This module has no classifier (n_classes=0).")
-        return self.classifier(self.encode(gene_ids, bins, mask), gene_ids)
+        return self.classifier(self.encoder(embedded, mask), gene_ids)
 
     def mlm_logits(self, gene_ids, bins, mask) -> torch.Tensor:
         """Bin logits for every token, ``(batch, tokens, top_bin + 1)``."""

@@ -2,5 +2,6 @@
 
 from ._annotate import UNASSIGNED, annotate
 from ._evaluate import evaluate, stratified_folds
+from ._shap import shap_markers
 
-__all__ = ["UNASSIGNED", "annotate", "evaluate", "stratified_folds"]
+__all__ = ["UNASSIGNED", "annotate", "evaluate", "shap_markers", "stratified_folds"]
