@@ -15,21 +15,13 @@ Writes ``pbmc3k_cv.json`` and ``pbmc3k_cv.md`` to ``--out`` and prints the table
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
-import sys
 import time
-from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
 import screformer
 from screformer import SCReformer
@@ -37,29 +29,10 @@ from screformer.data import cell_loader
 from screformer.module import ReformerConfig, SCReformerModule
 from screformer.pp import prepare
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/labelled/pbmc3k_labelled.h5ad"
+from _common import DATA_DIR, LogisticBaseline, mean_sd, write_results
+
+DATA = DATA_DIR / "labelled/pbmc3k_labelled.h5ad"
 LABELS = "classified"
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process so far (Linux reports kB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
-def logistic_regression(train: ad.AnnData, test: ad.AnnData) -> np.ndarray:
-    """CellTypist's classifier: log1p of counts per 1e4, features scaled and clipped at 10,
-    multinomial logistic regression (C=1, max_iter=1000)."""
-
-    def lognorm(a):
-        X = a.X.toarray()
-        return np.log1p(X / X.sum(1, keepdims=True) * 1e4)
-
-    scaler = StandardScaler()
-    X_train = np.clip(scaler.fit_transform(lognorm(train)), None, 10)
-    X_test = np.clip(scaler.transform(lognorm(test)), None, 10)
-    clf = LogisticRegression(C=1.0, max_iter=1000)
-    clf.fit(X_train, train.obs[LABELS].astype(str))
-    return clf.predict(X_test)
 
 
 def screformer_fold(train: ad.AnnData, test: ad.AnnData, train_kwargs: dict) -> dict:
@@ -113,10 +86,6 @@ def paper_cost(adata: ad.AnnData, n_forward: int, n_train: int) -> dict:
     }
 
 
-def mean_sd(values) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
@@ -147,7 +116,7 @@ def main(argv=None):
             }
         )
         start = time.perf_counter()
-        baseline = logistic_regression(train, test)
+        baseline = LogisticBaseline(train, labels[tr], list(adata.var_names)).predict(test)
         rows["logistic_regression"].append(
             {
                 "fold": k,
@@ -172,29 +141,16 @@ def main(argv=None):
         paper = paper_cost(adata, args.paper_forward_cells, args.paper_train_cells)
 
     summary = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "data": str(DATA.name),
         "n_cells": adata.n_obs,
         "n_genes": adata.n_vars,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-            "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", ""),
-        },
         "screformer_config": result["config"],
         "train_kwargs": train_kwargs,
         "folds": rows,
         "annotate_all_cells_s": end_to_end_s,
-        "peak_rss_gb": peak_rss_gb(),
         "paper_configuration": paper,
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pbmc3k_cv.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out / "pbmc3k_cv.md").write_text(markdown(summary))
-    print(markdown(summary))
+    write_results(args.out, "pbmc3k_cv", summary, markdown)
 
 
 def markdown(s: dict) -> str:

@@ -1,0 +1,79 @@
+"""What every benchmark script shares: the data folder, the baseline, machine facts, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from screformer.pp import prepare
+
+DATA_DIR = Path(
+    os.environ.get("SCREFORMER_DATA", Path(__file__).resolve().parents[2] / "shared/data")
+)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", ""),
+    }
+
+
+def command() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+class LogisticBaseline:
+    """CellTypist's classifier on the same genes: log-normalised expression (counts per 1e4,
+    log; screformer's own preprocessing, so any input kind works), features scaled and clipped
+    at 10, multinomial logistic regression (C=1, max_iter=1000)."""
+
+    def __init__(self, train, labels, genes: list[str]):
+        self.genes = list(genes)
+        self.scaler = StandardScaler()
+        self.clf = LogisticRegression(C=1.0, max_iter=1000)
+        self.clf.fit(self._features(train, fit=True), np.asarray(labels, dtype=str))
+        self.classes = list(self.clf.classes_)
+
+    def _features(self, adata, fit=False):
+        X = prepare(adata, self.genes).X.toarray()
+        X = self.scaler.fit_transform(X) if fit else self.scaler.transform(X)
+        return np.clip(X, None, 10)
+
+    def predict_proba(self, adata) -> np.ndarray:
+        return self.clf.predict_proba(self._features(adata))
+
+    def predict(self, adata) -> np.ndarray:
+        return np.asarray(self.classes)[self.predict_proba(adata).argmax(1)]
+
+
+def mean_sd(values) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def write_results(out: str | Path, name: str, summary: dict, markdown) -> None:
+    """Add the command, machine and peak memory to ``summary``; write ``name``.json and .md to
+    ``out``; print the Markdown."""
+    summary = {"command": command(), "machine": machine(), **summary, "peak_rss_gb": peak_rss_gb()}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / f"{name}.md").write_text(markdown(summary))
+    print(markdown(summary))
