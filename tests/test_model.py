@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from screformer import SCReformer
 
@@ -128,3 +129,14 @@ def test_interrupted_save_leaves_no_checkpoint(tmp_path, counts_adata, monkeypat
     with pytest.raises(KeyboardInterrupt):
         model.save(tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_initial_weights_are_seeded_without_touching_the_global_rng(counts_adata):
+    SCReformer.setup_anndata(counts_adata, labels_key="cell_type")
+    torch.manual_seed(7)
+    state = torch.get_rng_state()
+    a, b = (SCReformer(counts_adata, **TINY) for _ in range(2))
+    assert torch.equal(torch.get_rng_state(), state)
+    c = SCReformer(counts_adata, seed=1, **TINY)
+    weights = [m.module.embedding.gene.weight for m in (a, b, c)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])

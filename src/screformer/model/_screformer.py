@@ -61,6 +61,9 @@ class SCReformer(BaseModelClass):
         Class names in output order (default: the labels of ``adata``'s labelled cells, sorted).
     registry
         Used by :meth:`load` to build a model without data.
+    seed
+        Seed of the initial weights, drawn in a forked RNG so the caller's random state is
+        untouched; ``None`` draws them from torch's global generator.
     **config_kwargs
         Fields of :class:`~screformer.module.ReformerConfig` (``token_mode``, ``dim``, ...).
 
@@ -82,6 +85,7 @@ class SCReformer(BaseModelClass):
         gene_vectors: np.ndarray | str | os.PathLike | None = None,
         classes: list[str] | None = None,
         registry: dict | None = None,
+        seed: int | None = 0,
         **config_kwargs,
     ):
         super().__init__(adata, registry=registry)
@@ -115,7 +119,10 @@ class SCReformer(BaseModelClass):
         self.config = config
         if isinstance(gene_vectors, str | os.PathLike):
             gene_vectors, _ = read_gene2vec(gene_vectors, self.gene_panel)
-        self.module = SCReformerModule(config, len(self.classes), gene_vectors)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.module = SCReformerModule(config, len(self.classes), gene_vectors)
         self.gene_overlap_: dict | None = None
         self.train_params_: dict = {}
         # Divides the logits before the softmax; fitted by train(calibrate=True).

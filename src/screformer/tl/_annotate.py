@@ -144,7 +144,7 @@ def annotate(
         )
         fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
         fields.pop("n_genes", None)  # the panel decides
-        model = SCReformer(work, **fields)
+        model = SCReformer(work, seed=train_kwargs.get("seed", 0), **fields)
         # Fail on the query's genes or values now, not after training.
         prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
         model.train(**train_kwargs)
