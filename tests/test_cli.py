@@ -64,3 +64,15 @@ def test_missing_input_file_is_a_one_line_error(tmp_path, capsys):
         capsys.readouterr().err.strip()
         == f"screformer: error: {tmp_path / 'absent.h5ad'} does not exist."
     )
+
+
+def test_info_lists_cache_and_registry(tmp_path, capsys, monkeypatch):
+    from screformer import pretrained
+
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrained, "_REGISTRY", {})
+    pretrained.register("tiny", "http://127.0.0.1:9/tiny.pt", "a" * 64, "a test entry")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "cache") in out
+    assert "tiny: http://127.0.0.1:9/tiny.pt (not cached) a test entry" in out

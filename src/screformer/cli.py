@@ -33,9 +33,10 @@ def _train_kwargs(args) -> dict:
 def _annotate(args) -> int:
     import anndata as ad
 
-    from . import tl
+    from . import pretrained, tl
 
-    for path in (args.input, args.reference, args.model):
+    registered = args.model in pretrained.available()
+    for path in (args.input, args.reference, None if registered else args.model):
         if path and not Path(path).exists():
             raise FileNotFoundError(f"{path} does not exist.")
     adata = ad.read_h5ad(args.input)
@@ -85,6 +86,20 @@ def _demo(args) -> int:
     return 0
 
 
+def _info(args) -> int:
+    from . import __version__, pretrained
+
+    print(f"screformer {__version__}")
+    print(f"cache folder: {pretrained.cache_dir()} (set {pretrained.CACHE_ENV} to move it)")
+    models = pretrained.available()
+    if not models:
+        print("pretrained models: none registered yet")
+    for name, entry in sorted(models.items()):
+        cached = (pretrained.cache_dir() / entry.file_name).exists()
+        print(f"  {name}: {entry.url} ({'cached' if cached else 'not cached'}) {entry.description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="screformer", description="Cell-type annotation with scReformer-BERT."
@@ -102,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .h5ad (written atomically)")
     p.add_argument("--labels-key", help="obs column with training labels (of --reference if set)")
     p.add_argument("--reference", help="labelled .h5ad to train on instead of the input")
-    p.add_argument("--model", help="folder of a trained model (skips training)")
+    p.add_argument(
+        "--model", help="saved model folder or registered pretrained name (skips training)"
+    )
     p.add_argument("--save-model", help="folder to save the trained model to")
     p.add_argument("--threshold", type=float, default=0.5, help="Unassigned below this")
     p.add_argument("--layer", help="layer with counts (default X)")
@@ -116,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=float, default=0.2, help="share of labels hidden")
     training_options(p)
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser("info", help="version, cache folder and registered pretrained models")
+    p.set_defaults(run=_info)
     return parser
 
 

@@ -23,7 +23,7 @@ from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, pretrained
 from ..data import CellDataModule, cell_loader, stratified_split
 from ..gene2vec import read_gene2vec
 from ..module import ReformerConfig, SCReformerModule
@@ -439,6 +439,32 @@ class SCReformer(BaseModelClass):
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        adata: AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+    ) -> SCReformer:
+        """A saved model (its folder or ``model.pt``), or a registered pretrained model by name,
+        downloaded once with pooch, verified by SHA-256 and cached (see
+        :mod:`screformer.pretrained`).
+
+        Examples
+        --------
+        >>> model = screformer.SCReformer.from_pretrained("my_model_dir")  # doctest: +SKIP
+        """
+        path = Path(name_or_path)
+        if not path.exists():
+            if str(name_or_path) not in pretrained.available():
+                raise FileNotFoundError(
+                    f"{str(name_or_path)!r} is neither a saved model (file or folder) nor a "
+                    f"registered pretrained model ({sorted(pretrained.available()) or 'none'})."
+                )
+            path = pretrained.fetch(str(name_or_path))
+        return cls.load(path, adata, accelerator=accelerator, device=device)
 
     @classmethod
     def load(

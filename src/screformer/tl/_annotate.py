@@ -54,7 +54,8 @@ def annotate(
     reference
         Labelled AnnData to train on instead of ``adata``.
     model
-        A trained :class:`~screformer.SCReformer` or the folder it was saved to.
+        A trained :class:`~screformer.SCReformer`, the folder it was saved to, or the name of a
+        registered pretrained model (:mod:`screformer.pretrained`).
     key_added
         Prefix of the keys written (below).
     unassigned_threshold
@@ -152,7 +153,7 @@ def annotate(
         if train_kwargs:
             raise ValueError(f"Training arguments {sorted(train_kwargs)} need labels_key.")
         if not isinstance(model, SCReformer):
-            model = SCReformer.load(model)
+            model = SCReformer.from_pretrained(model)
         if not model.is_trained_:
             raise ValueError("The model is not trained; pass labels_key to train it.")
         prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)

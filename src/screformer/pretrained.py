@@ -1,0 +1,122 @@
+"""Pretrained weights: a registry of checkpoints fetched with pooch, checked, and cached.
+
+Each entry names a checkpoint file written by :meth:`screformer.SCReformer.save` (its gene panel,
+configuration and classes travel inside the file) with its URL and SHA-256. A file is downloaded
+once into the cache folder and verified; later calls read the cache, also without network.
+
+Environment variables
+---------------------
+``SCREFORMER_CACHE``
+    Cache folder (default: pooch's per-user cache, e.g. ``~/.cache/screformer``).
+``SCREFORMER_MIRROR``
+    Base URL that replaces each entry's own base (the file name is kept), for a local mirror.
+``SCREFORMER_OFFLINE``
+    ``1`` to never download: only cached files are used.
+
+No scReformer-BERT or scBERT weights were ever published in a reachable form, so the registry
+ships empty until screformer's own pretrained model is released; :func:`register` adds entries.
+
+Examples
+--------
+>>> from screformer import pretrained
+>>> sorted(pretrained.available())  # nothing published yet
+[]
+>>> pretrained.register("my-model", "https://example.org/my_model.pt", sha256)  # doctest: +SKIP
+>>> model = screformer.SCReformer.from_pretrained("my-model")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pooch
+
+CACHE_ENV, MIRROR_ENV, OFFLINE_ENV = "SCREFORMER_CACHE", "SCREFORMER_MIRROR", "SCREFORMER_OFFLINE"
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A registry entry: where the checkpoint lives and its SHA-256."""
+
+    url: str
+    sha256: str
+    description: str = ""
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+_REGISTRY: dict[str, PretrainedModel] = {}
+
+
+def register(name: str, url: str, sha256: str, description: str = "") -> None:
+    """Add (or replace) a named checkpoint in the registry."""
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower()):
+        raise ValueError(f"sha256 must be 64 hexadecimal digits, not {sha256!r}.")
+    _REGISTRY[name] = PretrainedModel(url, sha256.lower(), description)
+
+
+def available() -> dict[str, PretrainedModel]:
+    """The registered checkpoints, by name."""
+    return dict(_REGISTRY)
+
+
+def cache_dir() -> Path:
+    """Where downloaded checkpoints are kept (``$SCREFORMER_CACHE`` or pooch's user cache)."""
+    return Path(os.environ.get(CACHE_ENV) or pooch.os_cache("screformer"))
+
+
+def _offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def fetch(name: str) -> Path:
+    """The local path of the checkpoint ``name``: from the cache, or downloaded and verified.
+
+    Raises
+    ------
+    KeyError
+        ``name`` is not registered.
+    OSError
+        The file is not cached and cannot be downloaded (offline, or no network).
+    ValueError
+        The file's SHA-256 differs from the registry's (a corrupted or replaced file); it is
+        not kept.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(
+            f"No pretrained model named {name!r}; registered: {sorted(_REGISTRY) or 'none'}. "
+            "Pass the path of a saved model instead."
+        )
+    entry = _REGISTRY[name]
+    url = entry.url
+    if os.environ.get(MIRROR_ENV):
+        url = f"{os.environ[MIRROR_ENV].rstrip('/')}/{entry.file_name}"
+    folder = cache_dir()
+    cached = folder / entry.file_name
+    if _offline():
+        if not cached.exists():
+            raise OSError(
+                f"{name!r} is not in the cache ({cached}) and {OFFLINE_ENV} forbids downloading."
+            )
+        if pooch.file_hash(str(cached)) != entry.sha256:
+            raise ValueError(f"The cached {cached} does not match the registry's SHA-256.")
+        return cached
+    try:
+        path = pooch.retrieve(
+            url, known_hash=f"sha256:{entry.sha256}", fname=entry.file_name, path=folder
+        )
+    except ValueError as err:  # pooch: hash mismatch; the download is discarded
+        raise ValueError(
+            f"The file at {url} does not match the SHA-256 of {name!r} (corrupted or "
+            f"replaced); nothing was cached. {err}"
+        ) from err
+    except Exception as err:  # network errors come from requests, under several types
+        raise OSError(
+            f"Could not download {name!r} from {url} ({type(err).__name__}: {err}). Check the "
+            f"network, set {MIRROR_ENV} to a reachable copy, or pass a local path."
+        ) from err
+    return Path(path)

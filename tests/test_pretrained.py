@@ -1,0 +1,107 @@
+"""Pretrained-weight registry: download once over real HTTP, cache, verify, refuse bad files."""
+
+import functools
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+import screformer
+from screformer import SCReformer, pretrained
+from screformer.cli import main
+
+from .conftest import TINY, TINY_TRAIN
+
+
+@pytest.fixture
+def server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving tmp_path/served; yields (base URL, folder, hits)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            hits.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(served))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", served, hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def checkpoint(tmp_path, counts_adata):
+    SCReformer.setup_anndata(counts_adata, labels_key="cell_type")
+    model = SCReformer(counts_adata, **TINY)
+    model.train(**TINY_TRAIN)
+    model.save(tmp_path / "saved")
+    return tmp_path / "saved" / "model.pt", model
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
+    for name in (pretrained.MIRROR_ENV, pretrained.OFFLINE_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pretrained, "_REGISTRY", {})
+
+
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_download_then_cache_hit_offline(server, checkpoint, counts_adata, monkeypatch, tmp_path):
+    base, served, hits = server
+    file, model = checkpoint
+    (served / "tiny.pt").write_bytes(file.read_bytes())
+    pretrained.register("tiny", f"{base}/tiny.pt", _sha256(file))
+
+    loaded = SCReformer.from_pretrained("tiny")
+    assert hits == ["/tiny.pt"]
+    assert (pretrained.cache_dir() / "tiny.pt").exists()
+    assert loaded.predict(counts_adata).tolist() == model.predict(counts_adata).tolist()
+
+    (served / "tiny.pt").unlink()  # the server no longer has it: the cache answers
+    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
+    again = screformer.tl.annotate(counts_adata, model="tiny", copy=True)
+    assert hits == ["/tiny.pt"]
+    assert "screformer_prediction" in again.obs
+    counts_adata.write_h5ad(tmp_path / "cells.h5ad")
+    argv = ["annotate", str(tmp_path / "cells.h5ad"), "--model", "tiny", "--out"]
+    assert main([*argv, str(tmp_path / "labelled.h5ad")]) == 0
+
+
+def test_corrupted_download_is_refused_and_not_cached(server, checkpoint):
+    base, served, _ = server
+    file, _ = checkpoint
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (served / "tiny.pt").write_bytes(bytes(data))
+    pretrained.register("tiny", f"{base}/tiny.pt", _sha256(file))
+    with pytest.raises(ValueError, match="does not match the SHA-256"):
+        SCReformer.from_pretrained("tiny")
+    assert not (pretrained.cache_dir() / "tiny.pt").exists()
+
+
+def test_unreachable_offline_mirror_and_unknown(server, checkpoint, monkeypatch):
+    base, served, hits = server
+    file, _ = checkpoint
+    pretrained.register("tiny", "http://127.0.0.1:9/nowhere/tiny.pt", _sha256(file))
+    with pytest.raises(OSError, match="Could not download 'tiny'.*SCREFORMER_MIRROR"):
+        pretrained.fetch("tiny")
+    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
+    with pytest.raises(OSError, match="not in the cache"):
+        pretrained.fetch("tiny")
+    monkeypatch.delenv(pretrained.OFFLINE_ENV)
+    (served / "tiny.pt").write_bytes(file.read_bytes())
+    monkeypatch.setenv(pretrained.MIRROR_ENV, base)  # the mirror has the file under its name
+    assert pretrained.fetch("tiny").exists() and hits == ["/tiny.pt"]
+    with pytest.raises(FileNotFoundError, match="neither a saved model"):
+        SCReformer.from_pretrained("no-such-model")
+    with pytest.raises(ValueError, match="64 hexadecimal"):
+        pretrained.register("bad", "http://x/y.pt", "abc")
