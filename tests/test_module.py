@@ -97,3 +97,23 @@ def test_model_takes_gene2vec_file(tmp_path, counts_adata):
     model = SCReformer(counts_adata, gene_vectors=tmp_path / "g2v.txt", **TINY)
     weights = model.module.embedding.gene.weight.detach().numpy()
     np.testing.assert_allclose(weights[4], [4 + k / 10 for k in range(8)], rtol=1e-6)
+
+
+def test_read_gene2vec_from_a_url_is_cached_and_checked(server, tmp_path, monkeypatch):
+    import hashlib
+
+    from screformer.gene2vec import read_gene2vec
+
+    monkeypatch.setenv("SCREFORMER_CACHE", str(tmp_path / "cache"))
+    base, served, hits = server
+    text = b"CD3E 0.1 0.2\nLYZ 1 2\n"
+    (served / "g2v.txt").write_bytes(text)
+    sha = hashlib.sha256(text).hexdigest()
+    vectors, n_found = read_gene2vec(f"{base}/g2v.txt", ["LYZ"], sha256=sha)
+    assert n_found == 1 and vectors[0].tolist() == [1.0, 2.0]
+    (served / "g2v.txt").unlink()  # read from the cache now
+    assert read_gene2vec(f"{base}/g2v.txt", ["LYZ"], sha256=sha)[1] == 1
+    assert hits == ["/g2v.txt"]
+    (served / "other.txt").write_bytes(text + b"MS4A1 3 4\n")
+    with pytest.raises(ValueError, match="does not match"):
+        read_gene2vec(f"{base}/other.txt", ["LYZ"], sha256=sha)

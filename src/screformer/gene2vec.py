@@ -8,12 +8,19 @@ import os
 import numpy as np
 
 from .pp._genes import normalize_gene_name
+from .pretrained import cache_dir, download
 
 logger = logging.getLogger("screformer")
 
 
-def read_gene2vec(path: str | os.PathLike, panel, *, seed: int = 0) -> tuple[np.ndarray, int]:
-    """Gene vectors for ``panel`` from a gene2vec text file.
+def read_gene2vec(
+    path: str | os.PathLike, panel, *, seed: int = 0, sha256: str | None = None
+) -> tuple[np.ndarray, int]:
+    """Gene vectors for ``panel`` from a gene2vec text file, local or at a URL.
+
+    ``path`` may be an ``http(s)://`` or ``ftp://`` URL: the file is downloaded once with pooch
+    into screformer's cache folder (:func:`screformer.pretrained.cache_dir`) and read from there
+    afterwards; with ``sha256`` a file whose checksum differs is refused.
 
     The file holds one gene a line, ``SYMBOL v1 v2 ... vN`` separated by spaces or tabs (the
     published ``gene2vec_dim_200_iter_9.txt``); a word2vec header line (``n_genes dim``) is
@@ -33,6 +40,8 @@ def read_gene2vec(path: str | os.PathLike, panel, *, seed: int = 0) -> tuple[np.
     >>> vectors.shape, n_found, vectors[0].tolist()
     ((2, 3), 1, [1.0, 2.0, 3.0])
     """
+    if str(path).startswith(("http://", "https://", "ftp://")):
+        path = download(str(path), sha256, cache_dir() / "gene2vec", "gene2vec vectors")
     index = {normalize_gene_name(g): i for i, g in reversed(list(enumerate(panel)))}
     found: dict[int, np.ndarray] = {}
     dim = None

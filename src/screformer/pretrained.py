@@ -105,18 +105,30 @@ def fetch(name: str) -> Path:
         if pooch.file_hash(str(cached)) != entry.sha256:
             raise ValueError(f"The cached {cached} does not match the registry's SHA-256.")
         return cached
+    return download(url, entry.sha256, folder, repr(name), fname=entry.file_name)
+
+
+def download(
+    url: str, sha256: str | None, folder: str | os.PathLike, what: str, fname: str | None = None
+) -> Path:
+    """``url`` fetched once into ``folder`` by pooch (checked against ``sha256`` when given).
+
+    Raises ``ValueError`` on a checksum mismatch (the file is not kept) and ``OSError`` when the
+    file cannot be downloaded, each naming ``what`` and the URL.
+    """
     try:
         path = pooch.retrieve(
-            url, known_hash=f"sha256:{entry.sha256}", fname=entry.file_name, path=folder
+            url, known_hash=f"sha256:{sha256}" if sha256 else None, fname=fname, path=folder
         )
     except ValueError as err:  # pooch: hash mismatch; the download is discarded
         raise ValueError(
-            f"The file at {url} does not match the SHA-256 of {name!r} (corrupted or "
-            f"replaced); nothing was cached. {err}"
+            f"The file at {url} does not match the SHA-256 of {what} (corrupted or replaced); "
+            f"nothing was cached. {err}"
         ) from err
     except Exception as err:  # network errors come from requests, under several types
         raise OSError(
-            f"Could not download {name!r} from {url} ({type(err).__name__}: {err}). Check the "
-            f"network, set {MIRROR_ENV} to a reachable copy, or pass a local path."
+            f"Could not download {what} from {url} ({type(err).__name__}: {err}). Check the "
+            f"network, set {MIRROR_ENV} to a reachable copy of a registered model, or pass a "
+            "local path."
         ) from err
     return Path(path)

@@ -55,8 +55,9 @@ class SCReformer(BaseModelClass):
         A :class:`~screformer.module.ReformerConfig` or its dict; default
         ``ReformerConfig(n_genes=len(gene_panel), **config_kwargs)``.
     gene_vectors
-        Initial gene embeddings: a ``(len(gene_panel), dim)`` array, or the path of a gene2vec
-        text file (``SYMBOL v1 ... v_dim`` per line, see :func:`screformer.gene2vec.read_gene2vec`).
+        Initial gene embeddings: a ``(len(gene_panel), dim)`` array, or the path or URL of a
+        gene2vec text file (``SYMBOL v1 ... v_dim`` per line, see
+        :func:`screformer.gene2vec.read_gene2vec`).
     classes
         Class names in output order (default: the labels of ``adata``'s labelled cells, sorted).
     registry
