@@ -33,10 +33,10 @@ def _train_kwargs(args) -> dict:
 def _annotate(args) -> int:
     import anndata as ad
 
-    from . import pretrained, tl
+    from . import tl
 
-    registered = args.model in pretrained.available()
-    for path in (args.input, args.reference, None if registered else args.model):
+    # --model is checked by SCReformer.from_pretrained: a path or a registered name.
+    for path in (args.input, args.reference):
         if path and not Path(path).exists():
             raise FileNotFoundError(f"{path} does not exist.")
     adata = ad.read_h5ad(args.input)

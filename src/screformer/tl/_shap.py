@@ -126,10 +126,9 @@ def shap_markers(
         if value < 1:
             raise ValueError(f"{name} must be at least 1, not {value}.")
     labels = adata.obs[groupby].astype(str).to_numpy()
-    present = [g for g in pd.unique(labels) if g in model.classes]
-    if groups is None:
-        groups = sorted(present)
-    missing = [g for g in groups if g not in model.classes or g not in set(labels)]
+    usable = set(labels) & set(model.classes)
+    groups = sorted(usable) if groups is None else list(groups)
+    missing = [g for g in groups if g not in usable]
     if missing or not groups:
         raise ValueError(
             f"Groups {missing or groups} are not both in adata.obs[{groupby!r}] and among the "
