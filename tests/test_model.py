@@ -140,3 +140,19 @@ def test_initial_weights_are_seeded_without_touching_the_global_rng(counts_adata
     c = SCReformer(counts_adata, seed=1, **TINY)
     weights = [m.module.embedding.gene.weight for m in (a, b, c)]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
+def test_calibration_fits_a_temperature_that_survives_save_and_load(tmp_path, counts_adata):
+    model = _trained(counts_adata, calibrate=True, validation_size=0.3)
+    assert model.temperature_ > 0 and model.temperature_ != 1.0
+    prepared = model.prepare()
+    raw = model.predict_proba(prepared, temperature=1.0)
+    calibrated = model.predict_proba(prepared)
+    assert not np.allclose(raw, calibrated)
+    np.testing.assert_array_equal(raw.argmax(1), calibrated.argmax(1))  # labels unchanged
+    model.save(tmp_path / "m")
+    loaded = SCReformer.load(tmp_path / "m")
+    assert loaded.temperature_ == model.temperature_
+    np.testing.assert_allclose(loaded.predict_proba(prepared), calibrated, rtol=1e-5)
+    with pytest.raises(ValueError, match="validation cells"):
+        _trained(counts_adata, calibrate=True, validation_size=0)
