@@ -8,7 +8,7 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 from . import data, datasets, gene2vec, module, pl, pp, pretrained, tl, uhaf  # noqa: E402
-from .model import SCReformer  # noqa: E402
+from .model import SCReformer, pretrain  # noqa: E402
 from .module import ReformerConfig  # noqa: E402
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "module",
     "pl",
     "pp",
+    "pretrain",
     "pretrained",
     "tl",
     "uhaf",

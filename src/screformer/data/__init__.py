@@ -1,5 +1,6 @@
 """Tokenisation and loaders: arrays on the gene panel to torch tensors."""
 
+from ._streaming import H5adCellStream, H5adSource, open_sources, read_rows, validation_mask
 from ._tokens import (
     CellCollate,
     CellDataModule,
@@ -12,8 +13,13 @@ from ._tokens import (
 __all__ = [
     "CellCollate",
     "CellDataModule",
+    "H5adCellStream",
+    "H5adSource",
     "LengthGroupedBatches",
     "cell_loader",
+    "open_sources",
+    "read_rows",
     "stratified_split",
     "tokenize",
+    "validation_mask",
 ]

@@ -119,13 +119,15 @@ class SCReformer(BaseModelClass):
             )
         self.config = config
         if isinstance(gene_vectors, str | os.PathLike):
-            gene_vectors, _ = read_gene2vec(gene_vectors, self.gene_panel)
+            gene_vectors, _ = read_gene2vec(gene_vectors, self.gene_panel, dim=config.dim)
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
             self.module = SCReformerModule(config, len(self.classes), gene_vectors)
         self.gene_overlap_: dict | None = None
         self.train_params_: dict = {}
+        # What the encoder was pretrained on, when it comes from a pretrained checkpoint.
+        self.pretrained_: dict | None = None
         # Divides the logits before the softmax; fitted by train(calibrate=True).
         self.temperature_: float = 1.0
         self._model_summary_string = (
@@ -419,7 +421,6 @@ class SCReformer(BaseModelClass):
         target = dir_path / CHECKPOINT_NAME
         if target.exists() and not overwrite:
             raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
-        dir_path.mkdir(parents=True, exist_ok=True)
         payload = {
             "format_version": _FORMAT_VERSION,
             "screformer_version": __version__,
@@ -432,14 +433,7 @@ class SCReformer(BaseModelClass):
             "temperature": float(self.temperature_),
             "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
         }
-        fd, tmp = tempfile.mkstemp(dir=dir_path, prefix=".model-", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_checkpoint(payload, target)
 
     @classmethod
     def from_pretrained(
@@ -449,13 +443,22 @@ class SCReformer(BaseModelClass):
         accelerator: str = "auto",
         device: int | str = "auto",
     ) -> SCReformer:
-        """A saved model (its folder or ``model.pt``), or a registered pretrained model by name,
-        downloaded once with pooch, verified by SHA-256 and cached (see
-        :mod:`screformer.pretrained`).
+        """A saved model (its folder or ``model.pt``), or a registered pretrained model by name
+        (``"default"`` is bundled; others are downloaded once with pooch, verified by SHA-256 and
+        cached, see :mod:`screformer.pretrained`).
+
+        Two kinds of checkpoint exist. A trained classifier (from :meth:`save`) predicts at once;
+        ``adata`` is optional. A pretrained encoder (from :func:`screformer.pretrain`) has no
+        cell types yet: ``adata`` must be registered with labels by :meth:`setup_anndata`, and
+        the returned model, on the encoder's gene panel with a fresh classifier head, is then
+        fine-tuned with :meth:`train`.
 
         Examples
         --------
-        >>> model = screformer.SCReformer.from_pretrained("my_model_dir")  # doctest: +SKIP
+        >>> SCReformer.setup_anndata(adata, labels_key="cell_type")  # doctest: +SKIP
+        >>> model = SCReformer.from_pretrained("default", adata)  # doctest: +SKIP
+        >>> model.train()  # doctest: +SKIP
+        >>> classifier = SCReformer.from_pretrained("my_model_dir")  # doctest: +SKIP
         """
         path = Path(name_or_path)
         if not path.exists():
@@ -481,18 +484,9 @@ class SCReformer(BaseModelClass):
         ``adata`` is optional: it need not have the training genes (they are aligned to the saved
         panel) nor the labels column. Raises ``ValueError`` for a truncated or corrupted file.
         """
-        path = Path(dir_path)
-        path = path / CHECKPOINT_NAME if path.is_dir() else path
-        if not path.exists():
-            raise FileNotFoundError(f"No screformer checkpoint at {path}.")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
-            raise ValueError(
-                f"{path} is not a readable screformer checkpoint (truncated or corrupted?): {err}"
-            ) from err
-        if not isinstance(payload, dict) or payload.get("format_version") != _FORMAT_VERSION:
-            raise ValueError(f"{path} is not a screformer checkpoint of format {_FORMAT_VERSION}.")
+        path, payload = read_checkpoint(dir_path)
+        if not payload["classes"]:
+            return cls._from_encoder(payload, path, adata, accelerator, device)
         setup_args = payload["setup_args"]
         registry = {"setup_args": setup_args, "field_registries": {}}
         model = cls(
@@ -509,9 +503,68 @@ class SCReformer(BaseModelClass):
         model.temperature_ = float(payload.get("temperature", 1.0))
         if adata is not None:
             model._adata = adata
-        _, _, torch_device = parse_device_args(accelerator, device, return_device="torch")
-        model.to_device(torch_device)
+        model._to_device(accelerator, device)
         return model
+
+    @classmethod
+    def _from_encoder(cls, payload: dict, path: Path, adata, accelerator, device) -> SCReformer:
+        """A classifier for ``adata``'s labels on a pretrained encoder: the embeddings and the
+        encoder come from the checkpoint, the classifier head starts afresh."""
+        manager = None if adata is None else cls._get_most_recent_anndata_manager(adata)
+        if manager is None or manager.registry["setup_args"].get("labels_key") is None:
+            raise ValueError(
+                f"{path} is a pretrained encoder without cell types: fine-tune it on labelled "
+                "cells. Register them first (SCReformer.setup_anndata(adata, labels_key=...)), "
+                "then SCReformer.from_pretrained(name_or_path, adata) and model.train()."
+            )
+        model = cls(adata, gene_panel=payload["gene_panel"], config=payload["config"])
+        missing, unexpected = model.module.load_state_dict(payload["state_dict"], strict=False)
+        if unexpected or any(not k.startswith("classifier.") for k in missing):
+            raise ValueError(f"{path}: weights do not fit the configuration ({missing[:3]}...).")
+        model.pretrained_ = {"path": str(path), **payload.get("pretraining", {})}
+        model.pretrained_.pop("history", None)
+        model._to_device(accelerator, device)
+        return model
+
+    def _to_device(self, accelerator, device) -> None:
+        _, _, torch_device = parse_device_args(accelerator, device, return_device="torch")
+        self.to_device(torch_device)
+
+
+def write_checkpoint(payload: dict, target: Path) -> None:
+    """``torch.save`` to a temporary file beside ``target``, then rename: an interrupted write
+    never leaves a half-written checkpoint."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model-", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[Path, dict]:
+    """The path and contents of a screformer checkpoint (a ``model.pt`` or its folder).
+
+    Raises ``FileNotFoundError`` when there is none and ``ValueError`` for a truncated,
+    corrupted or foreign file.
+    """
+    path = Path(path)
+    path = path / CHECKPOINT_NAME if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"No screformer checkpoint at {path}.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"{path} is not a readable screformer checkpoint (truncated or corrupted?): {err}"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format_version") != _FORMAT_VERSION:
+        raise ValueError(f"{path} is not a screformer checkpoint of format {_FORMAT_VERSION}.")
+    return path, payload
 
 
 def _class_weights(counts: np.ndarray, rule: str | None) -> torch.Tensor | None:

@@ -2,7 +2,7 @@
 
 from ._expression import bin_expression, detect_input, to_log2_normalized
 from ._genes import GeneAlignment, align_genes, data_gene_names, looks_like_ensembl, unique_panel
-from ._prepare import PreparedData, expression_matrix, prepare
+from ._prepare import PreparedData, expression_matrix, prepare, to_panel
 
 __all__ = [
     "GeneAlignment",
@@ -15,5 +15,6 @@ __all__ = [
     "looks_like_ensembl",
     "prepare",
     "to_log2_normalized",
+    "to_panel",
     "unique_panel",
 ]

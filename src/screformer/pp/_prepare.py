@@ -100,6 +100,16 @@ def prepare(
     X = expression_matrix(adata, layer)
     kind = detect_input(X)
     logger.info("Input looks like %s values.", kind)
+    return PreparedData(to_panel(X, kind, alignment), alignment, kind)
+
+
+def to_panel(X, kind: InputKind, alignment: GeneAlignment) -> sparse.csr_matrix:
+    """Cells of ``X`` (all the data's genes, values of ``kind``) normalised and put on the
+    panel: CSR float32, cells x panel genes, in panel order.
+
+    Each cell is scaled by its total over all its genes before the panel's columns are taken,
+    so a chunk of rows gives the same result as the whole matrix.
+    """
     X = to_log2_normalized(X, kind)
     found = np.flatnonzero(alignment.data_index >= 0)
     selector = sparse.csr_matrix(
@@ -108,4 +118,4 @@ def prepare(
     )
     X = sparse.csr_matrix(X @ selector)
     X.sort_indices()
-    return PreparedData(X, alignment, kind)
+    return X

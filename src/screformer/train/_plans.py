@@ -6,10 +6,11 @@ import copy
 import math
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..module import SCReformerModule
+from ..module import ReformerConfig, SCReformerModule
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float):
@@ -26,7 +27,26 @@ def warmup_cosine(total_steps: int, warmup_fraction: float):
     return factor
 
 
-class ClassifierTrainingPlan(pl.LightningModule):
+class _AdamWCosinePlan(pl.LightningModule):
+    """AdamW with a linear warm-up then cosine decay of the learning rate, stepped per update."""
+
+    def __init__(self, module: SCReformerModule, lr, weight_decay, warmup_fraction):
+        super().__init__()
+        self.module = module
+        self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            warmup_cosine(self.trainer.estimated_stepping_batches, self.warmup_fraction),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class ClassifierTrainingPlan(_AdamWCosinePlan):
     """Fine-tuning: cross-entropy on cell types, AdamW, warm-up then cosine decay.
 
     Parameters
@@ -50,9 +70,7 @@ class ClassifierTrainingPlan(pl.LightningModule):
         warmup_fraction: float = 0.1,
         class_weights: torch.Tensor | None = None,
     ):
-        super().__init__()
-        self.module = module
-        self.lr, self.weight_decay, self.warmup_fraction = lr, weight_decay, warmup_fraction
+        super().__init__(module, lr, weight_decay, warmup_fraction)
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def _step(self, batch):
@@ -73,15 +91,120 @@ class ClassifierTrainingPlan(pl.LightningModule):
         self.log("validation_loss", loss, on_epoch=True, prog_bar=True, batch_size=n)
         self.log("validation_accuracy", accuracy, on_epoch=True, batch_size=n)
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.module.parameters(), lr=self.lr, weight_decay=self.weight_decay
+
+def expressed_tokens(bins: torch.Tensor, mask: torch.Tensor, config: ReformerConfig):
+    """Tokens that may be masked: real tokens in ``expressed`` mode, bin > 0 in ``all`` mode."""
+    return mask & (bins > 0) if config.token_mode == "all" else mask
+
+
+def mask_bins(
+    bins: torch.Tensor,
+    mask: torch.Tensor,
+    config: ReformerConfig,
+    mask_fraction: float = 0.15,
+    replace_fraction: float = 0.9,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask a share of each cell's expressed genes for masked-expression modelling.
+
+    Per cell, ``round(mask_fraction * n)`` (at least 1) of its ``n`` expressed tokens are picked
+    at random; ``replace_fraction`` of those get the mask bin, the rest keep their bin (as
+    scBERT). Expressed tokens are the real tokens in the ``expressed`` token mode and the tokens
+    of bin > 0 in the ``all`` mode (scBERT never masks bin 0).
+
+    Returns
+    -------
+    ``(inputs, targets)``: the bins with masks in, and the true bins of the picked tokens with
+    ``-100`` (ignored by cross-entropy) elsewhere.
+
+    Examples
+    --------
+    >>> cfg = ReformerConfig(n_genes=10, token_mode="all")
+    >>> bins = torch.tensor([[0, 3, 1, 0, 2, 5, 0, 1, 4, 2]])
+    >>> inputs, targets = mask_bins(bins, torch.ones_like(bins, dtype=torch.bool), cfg, 0.3, 1.0)
+    >>> int((targets >= 0).sum()), bool((inputs[targets >= 0] == cfg.mask_bin).all())
+    (2, True)
+    """
+    candidates = expressed_tokens(bins, mask, config)
+    shape = bins.shape
+    scores = torch.rand(shape, generator=generator).to(bins.device)
+    scores = scores.masked_fill(~candidates, 2.0)  # never picked before a candidate
+    n_candidates = candidates.sum(1)
+    k = torch.minimum((n_candidates * mask_fraction).round().clamp(min=1).long(), n_candidates)
+    ranks = scores.argsort(1).argsort(1)
+    picked = ranks < k[:, None]
+    replace = picked & (torch.rand(shape, generator=generator).to(bins.device) < replace_fraction)
+    return bins.masked_fill(replace, config.mask_bin), bins.masked_fill(~picked, -100)
+
+
+class PretrainingPlan(_AdamWCosinePlan):
+    """Masked-expression modelling: cross-entropy on the true bins of masked expressed genes.
+
+    Logs ``train_loss``, ``validation_loss``, ``validation_accuracy`` (masked bins predicted
+    right) and ``validation_baseline_accuracy``: the trivial guess of each cell's most common
+    bin among its unmasked expressed genes. Validation masks come from a fixed seed, so
+    validation losses of different epochs compare the same task. Torch's random state is reset
+    from ``seed``, the epoch, the batch and the rank before each training batch, so a run
+    resumed from a checkpoint repeats the uninterrupted run.
+    """
+
+    def __init__(
+        self,
+        module: SCReformerModule,
+        *,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.1,
+        mask_fraction: float = 0.15,
+        replace_fraction: float = 0.9,
+        seed: int = 0,
+    ):
+        super().__init__(module, lr, weight_decay, warmup_fraction)
+        if not 0 < mask_fraction < 1 or not 0 <= replace_fraction <= 1:
+            raise ValueError("mask_fraction must be in (0, 1) and replace_fraction in [0, 1].")
+        self.mask_fraction, self.replace_fraction, self.seed = mask_fraction, replace_fraction, seed
+
+    def _step(self, batch, generator=None):
+        inputs, targets = mask_bins(
+            batch["bins"],
+            batch["mask"],
+            self.module.config,
+            self.mask_fraction,
+            self.replace_fraction,
+            generator,
         )
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            warmup_cosine(self.trainer.estimated_stepping_batches, self.warmup_fraction),
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        logits = self.module.mlm_logits(batch["gene_ids"], inputs, batch["mask"])
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten()), logits, targets
+
+    def on_train_batch_start(self, batch, batch_idx):
+        # Masks and LSH rotations drawn from (seed, epoch, batch, rank) alone, so that a resumed
+        # run, whose data loaders consume torch's random state differently, repeats this batch.
+        state = np.random.SeedSequence([self.seed, self.current_epoch, batch_idx, self.global_rank])
+        torch.manual_seed(int(state.generate_state(1)[0]))
+
+    def training_step(self, batch, batch_idx):
+        loss, _, _ = self._step(batch)
+        n = len(batch["bins"])
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        return loss
+
+    def on_validation_epoch_start(self):
+        self._validation_generator = torch.Generator().manual_seed(self.seed + self.global_rank)
+
+    def validation_step(self, batch, batch_idx):
+        loss, logits, targets = self._step(batch, self._validation_generator)
+        picked = targets >= 0
+        n_picked = int(picked.sum())
+        expressed = expressed_tokens(batch["bins"], batch["mask"], self.module.config)
+        visible = batch["bins"].masked_fill(picked | ~expressed, -1)
+        counts = F.one_hot(visible.clamp(min=0), logits.shape[-1]) * (visible >= 0)[..., None]
+        mode = counts.sum(1).argmax(-1, keepdim=True).expand_as(targets)
+        accuracy = (logits.argmax(-1) == targets)[picked].float().mean()
+        baseline = (mode == targets)[picked].float().mean()
+        kwargs = dict(on_epoch=True, batch_size=n_picked, sync_dist=True)
+        self.log("validation_loss", loss, prog_bar=True, **kwargs)
+        self.log("validation_accuracy", accuracy, **kwargs)
+        self.log("validation_baseline_accuracy", baseline, **kwargs)
 
 
 class RestoreBestWeights(pl.Callback):
