@@ -96,8 +96,9 @@ def pretrain(
         the pretrained encoder (weights of the best validation epoch), its panel and
         configuration: :meth:`SCReformer.from_pretrained` fine-tunes it on labelled cells;
     ``metrics.csv``
-        (also in ``logs/version_N/``, one folder per run or resumed run) per-epoch ``train_loss``, ``validation_loss``, ``validation_accuracy`` (masked bins
-        right) and ``validation_baseline_accuracy`` (each cell's most common bin);
+        per-epoch ``train_loss``, ``validation_loss``, ``validation_accuracy`` (masked bins
+        right) and ``validation_baseline_accuracy`` (each cell's most common bin), merged
+        over the runs of a resumed training (each run logs to ``logs/version_N/``);
     ``checkpoints/``
         Lightning checkpoints (``last.ckpt`` to resume, ``best.ckpt``).
 
