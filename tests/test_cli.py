@@ -30,8 +30,36 @@ def test_annotate_writes_output_and_model(tmp_path, capsys):
     assert (tmp_path / "model" / "model.pt").exists()
     assert "cells labelled" in capsys.readouterr().out
     # Reuse the saved model on new data.
-    assert _annotate(tmp_path, "--model", model, "--out", str(tmp_path / "again.h5ad")) == 0
-    assert (tmp_path / "again.h5ad").exists()
+    again = str(tmp_path / "again.h5ad")
+    assert main(["predict", str(tmp_path / "in.h5ad"), "--model", model, "--out", again]) == 0
+    predicted = ad.read_h5ad(again).obs["screformer_prediction"]
+    assert (predicted == annotated.obs["screformer_prediction"]).all()
+
+
+def test_pretrain_command_writes_an_encoder_that_annotate_fine_tunes(tmp_path, capsys):
+    make_counts(seed=3).write_h5ad(tmp_path / "corpus.h5ad")
+    tiny = ["--dim", "8", "--depth", "1", "--heads", "2", "--dim-head", "4", "--bucket-size", "4"]
+    args = ["pretrain", str(tmp_path / "corpus.h5ad"), "--out", str(tmp_path / "pre")]
+    assert main([*args, "--max-epochs", "1", "--batch-size", "8", *tiny]) == 0
+    encoder = tmp_path / "pre" / "model.pt"
+    assert f"Wrote the pretrained encoder to {encoder}" in capsys.readouterr().out
+    out = str(tmp_path / "out.h5ad")
+    code = _annotate(
+        tmp_path,
+        "--labels-key",
+        "cell_type",
+        "--model",
+        str(encoder),
+        "--out",
+        out,
+        "--max-epochs",
+        "1",
+    )
+    assert code == 0
+    assert ad.read_h5ad(out).uns["screformer"]["params"]["pretrained"]["n_cells"] == 60
+    # A pretrained encoder cannot predict without fine-tuning.
+    code = main(["predict", str(tmp_path / "in.h5ad"), "--model", str(encoder), "--out", out])
+    assert code == 1 and "labelled cells" in capsys.readouterr().err
 
 
 def test_annotate_error_is_one_line_and_writes_nothing(tmp_path, capsys):

@@ -1,14 +1,20 @@
 """Pretrained-weight registry: download once over real HTTP, cache, verify, refuse bad files."""
 
+import dataclasses
 import hashlib
 
+import numpy as np
+import pooch
 import pytest
+import torch
 
 import screformer
 from screformer import SCReformer, pretrained
 from screformer.cli import main
 
 from .conftest import TINY, TINY_TRAIN
+
+BUNDLED = dict(pretrained._REGISTRY)  # before the fixture below empties the registry
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def test_download_then_cache_hit_offline(server, checkpoint, counts_adata, monke
     assert hits == ["/tiny.pt"]
     assert "screformer_prediction" in again.obs
     counts_adata.write_h5ad(tmp_path / "cells.h5ad")
-    argv = ["annotate", str(tmp_path / "cells.h5ad"), "--model", "tiny", "--out"]
+    argv = ["predict", str(tmp_path / "cells.h5ad"), "--model", "tiny", "--out"]
     assert main([*argv, str(tmp_path / "labelled.h5ad")]) == 0
 
 
@@ -82,3 +88,45 @@ def test_unreachable_offline_mirror_and_unknown(server, checkpoint, monkeypatch)
         SCReformer.from_pretrained("no-such-model")
     with pytest.raises(ValueError, match="64 hexadecimal"):
         pretrained.register("bad", "http://x/y.pt", "abc")
+
+
+def test_bundled_default_fine_tunes_offline_without_download(monkeypatch):
+    monkeypatch.setattr(pretrained, "_REGISTRY", dict(BUNDLED))
+    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the bundled model was downloaded")
+
+    monkeypatch.setattr(pooch, "retrieve", no_download)
+    adata = screformer.datasets.pbmc3k()
+    keep = adata.obs["classified"].isin(["B", "CD14+ Mono", "NK"]).to_numpy()
+    adata = adata[np.flatnonzero(keep)[::8]].copy()  # 122 cells of 3 types
+    SCReformer.setup_anndata(adata, labels_key="classified")
+    model = SCReformer.from_pretrained("default", adata)
+    encoder = torch.load(pretrained.fetch("default"), weights_only=True)
+    assert model.gene_panel == encoder["gene_panel"] and len(model.gene_panel) > 14_000
+    torch.testing.assert_close(
+        model.module.encoder.state_dict(),
+        {
+            k[len("encoder.") :]: v
+            for k, v in encoder["state_dict"].items()
+            if k.startswith("encoder.")
+        },
+    )
+    assert model.pretrained_["n_cells"] == encoder["pretraining"]["n_cells"]
+    model.train(max_epochs=1, batch_size=16, enable_progress_bar=False)
+    assert set(model.predict()) <= {"B", "CD14+ Mono", "NK"}
+
+
+def test_damaged_bundled_model_is_refused(tmp_path, monkeypatch):
+    entry = BUNDLED["default"]
+    damaged = bytearray(entry.bundled.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    (tmp_path / "default_model.pt").write_bytes(bytes(damaged))
+    monkeypatch.setattr(
+        pretrained,
+        "_REGISTRY",
+        {"default": dataclasses.replace(entry, bundled=tmp_path / "default_model.pt")},
+    )
+    with pytest.raises(ValueError, match="missing or damaged"):
+        pretrained.fetch("default")

@@ -1,4 +1,4 @@
-"""Command line: ``screformer annotate`` and ``screformer demo``."""
+"""Command line: ``screformer annotate | predict | pretrain | demo | info``."""
 
 from __future__ import annotations
 
@@ -30,35 +30,95 @@ def _train_kwargs(args) -> dict:
     return dict(max_epochs=args.max_epochs, seed=args.seed, accelerator=args.accelerator)
 
 
-def _annotate(args) -> int:
+def _read_inputs(*paths):
     import anndata as ad
 
-    from . import tl
-
-    # --model is checked by SCReformer.from_pretrained: a path or a registered name.
-    for path in (args.input, args.reference):
+    for path in paths:
         if path and not Path(path).exists():
             raise FileNotFoundError(f"{path} does not exist.")
-    adata = ad.read_h5ad(args.input)
-    reference = ad.read_h5ad(args.reference) if args.reference else None
-    kwargs = dict(
+    return [ad.read_h5ad(path) if path else None for path in paths]
+
+
+def _write_labelled(adata, args) -> int:
+    write_h5ad_atomic(adata, args.out)
+    counts = adata.obs[f"{args.key_added}_prediction"].value_counts()
+    print(f"Wrote {args.out}: {adata.n_obs} cells labelled.\n{counts.to_string()}")
+    return 0
+
+
+def _query_kwargs(args) -> dict:
+    return dict(
         key_added=args.key_added,
         unassigned_threshold=args.threshold,
         layer=args.layer,
         gene_symbols=args.gene_symbols,
     )
-    if args.model:
-        model = tl.annotate(adata, model=args.model, **kwargs)
-    else:
-        model = tl.annotate(
-            adata, args.labels_key, reference=reference, **kwargs, **_train_kwargs(args)
-        )
+
+
+def _annotate(args) -> int:
+    from . import tl
+
+    adata, reference = _read_inputs(args.input, args.reference)
+    model = tl.annotate(
+        adata,
+        args.labels_key,
+        reference=reference,
+        model=args.model,
+        **_query_kwargs(args),
+        **_train_kwargs(args),
+    )
     if args.save_model:
         model.save(args.save_model, overwrite=True)
-    write_h5ad_atomic(adata, args.out)
-    counts = adata.obs[f"{args.key_added}_prediction"].value_counts()
-    print(f"Wrote {args.out}: {adata.n_obs} cells labelled.\n{counts.to_string()}")
+    return _write_labelled(adata, args)
+
+
+def _predict(args) -> int:
+    from . import tl
+
+    (adata,) = _read_inputs(args.input)
+    tl.annotate(adata, model=args.model, **_query_kwargs(args))
+    return _write_labelled(adata, args)
+
+
+def _pretrain(args) -> int:
+    from . import pretrain
+
+    panel = None
+    if args.panel:
+        panel = Path(args.panel).read_text(encoding="utf-8").split()
+    config = {
+        k: getattr(args, k)
+        for k in ("token_mode", "dim", "depth", "heads", "dim_head", "bucket_size")
+        if getattr(args, k) is not None
+    }
+    path = pretrain(
+        args.files,
+        args.out,
+        gene_panel=panel,
+        gene_vectors=args.gene2vec,
+        layer=args.layer,
+        gene_symbols=args.gene_symbols,
+        max_epochs=args.max_epochs,
+        max_time=args.max_time,
+        batch_size=args.batch_size,
+        accumulate_grad_batches=args.accumulate_grad_batches,
+        lr=args.lr,
+        chunk_size=args.chunk_size,
+        num_workers=args.num_workers,
+        accelerator=args.accelerator,
+        devices=_devices(args.devices),
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        resume=args.resume,
+        seed=args.seed,
+        **config,
+    )
+    print(f"Wrote the pretrained encoder to {path}.")
     return 0
+
+
+def _devices(value: str):
+    return int(value) if value.isdigit() else value
 
 
 def _demo(args) -> int:
@@ -112,21 +172,56 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu (default auto)")
 
+    def query_options(p):
+        p.add_argument("input", help="input .h5ad (cells to label)")
+        p.add_argument("--out", required=True, help="output .h5ad (written atomically)")
+        p.add_argument("--threshold", type=float, default=0.5, help="Unassigned below this")
+        p.add_argument("--layer", help="layer with counts (default X)")
+        p.add_argument("--gene-symbols", help="var column with gene symbols (default var_names)")
+        p.add_argument("--key-added", default="screformer")
+
     p = sub.add_parser("annotate", help="fine-tune on labelled cells and label every cell")
-    p.add_argument("input", help="input .h5ad (cells to label)")
-    p.add_argument("--out", required=True, help="output .h5ad (written atomically)")
-    p.add_argument("--labels-key", help="obs column with training labels (of --reference if set)")
+    query_options(p)
+    p.add_argument(
+        "--labels-key", required=True, help="obs column with training labels (of --reference)"
+    )
     p.add_argument("--reference", help="labelled .h5ad to train on instead of the input")
     p.add_argument(
-        "--model", help="saved model folder or registered pretrained name (skips training)"
+        "--model", help="pretrained encoder to start from: registered name (default) or path"
     )
     p.add_argument("--save-model", help="folder to save the trained model to")
-    p.add_argument("--threshold", type=float, default=0.5, help="Unassigned below this")
-    p.add_argument("--layer", help="layer with counts (default X)")
-    p.add_argument("--gene-symbols", help="var column with gene symbols (default var_names)")
-    p.add_argument("--key-added", default="screformer")
     training_options(p)
     p.set_defaults(run=_annotate)
+
+    p = sub.add_parser("predict", help="label cells with a trained model (no training)")
+    query_options(p)
+    p.add_argument("--model", required=True, help="trained model folder or registered name")
+    p.set_defaults(run=_predict)
+
+    p = sub.add_parser("pretrain", help="masked-expression pre-training on .h5ad files")
+    p.add_argument("files", nargs="+", help=".h5ad files of cells (streamed, never loaded whole)")
+    p.add_argument("--out", required=True, help="output folder (model.pt, metrics, checkpoints)")
+    p.add_argument("--panel", help="text file of the model's genes (default: all genes, in order)")
+    p.add_argument("--gene2vec", help="gene2vec text file or URL for the initial gene embeddings")
+    p.add_argument("--layer", help="layer with counts (default X)")
+    p.add_argument("--gene-symbols", help="var column with gene symbols (default var_names)")
+    p.add_argument("--max-epochs", type=int, default=10)
+    p.add_argument("--max-time", help="stop after DD:HH:MM:SS")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--accumulate-grad-batches", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--chunk-size", type=int, default=1024, help="rows read from disk at once")
+    p.add_argument("--num-workers", type=int, default=0, help="data loader processes per device")
+    p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu (default auto)")
+    p.add_argument("--devices", default="auto", help="devices per machine (default auto)")
+    p.add_argument("--num-nodes", type=int, default=1, help="machines (run on each)")
+    p.add_argument("--strategy", default="auto", help="e.g. ddp (default auto)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--token-mode", choices=["all", "expressed"])
+    for name in ("dim", "depth", "heads", "dim-head", "bucket-size"):
+        p.add_argument(f"--{name}", type=int, help="architecture (default: the CPU default)")
+    p.set_defaults(run=_pretrain)
 
     p = sub.add_parser("demo", help="annotate the bundled pbmc3k data with 20%% labels hidden")
     p.add_argument("--out", default="pbmc3k_annotated.h5ad")

@@ -13,14 +13,15 @@ Environment variables
 ``SCREFORMER_OFFLINE``
     ``1`` to never download: only cached files are used.
 
-No scReformer-BERT or scBERT weights were ever published in a reachable form, so the registry
-ships empty until screformer's own pretrained model is released; :func:`register` adds entries.
+No scReformer-BERT or scBERT weights were ever published in a reachable form. The registry holds
+``"default"``, a small encoder pre-trained by screformer's developers and shipped inside the
+package (no download; see the docs for what it was trained on); :func:`register` adds entries.
 
 Examples
 --------
 >>> from screformer import pretrained
->>> sorted(pretrained.available())  # nothing published yet
-[]
+>>> sorted(pretrained.available())
+['default']
 >>> pretrained.register("my-model", "https://example.org/my_model.pt", sha256)  # doctest: +SKIP
 >>> model = screformer.SCReformer.from_pretrained("my-model")  # doctest: +SKIP
 """
@@ -38,11 +39,13 @@ CACHE_ENV, MIRROR_ENV, OFFLINE_ENV = "SCREFORMER_CACHE", "SCREFORMER_MIRROR", "S
 
 @dataclass(frozen=True)
 class PretrainedModel:
-    """A registry entry: where the checkpoint lives and its SHA-256."""
+    """A registry entry: where the checkpoint lives (a URL, or a file inside the package) and
+    its SHA-256."""
 
     url: str
     sha256: str
     description: str = ""
+    bundled: Path | None = None
 
     @property
     def file_name(self) -> str:
@@ -52,11 +55,21 @@ class PretrainedModel:
 _REGISTRY: dict[str, PretrainedModel] = {}
 
 
-def register(name: str, url: str, sha256: str, description: str = "") -> None:
-    """Add (or replace) a named checkpoint in the registry."""
+def _check_sha256(sha256: str) -> str:
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower()):
         raise ValueError(f"sha256 must be 64 hexadecimal digits, not {sha256!r}.")
-    _REGISTRY[name] = PretrainedModel(url, sha256.lower(), description)
+    return sha256.lower()
+
+
+def register(name: str, url: str, sha256: str, description: str = "") -> None:
+    """Add (or replace) a named checkpoint in the registry."""
+    _REGISTRY[name] = PretrainedModel(url, _check_sha256(sha256), description)
+
+
+def _register_bundled(name: str, file_name: str, sha256: str, description: str) -> None:
+    path = Path(__file__).parent / "_data" / file_name
+    entry = PretrainedModel(f"bundled:{file_name}", _check_sha256(sha256), description, path)
+    _REGISTRY[name] = entry
 
 
 def available() -> dict[str, PretrainedModel]:
@@ -92,6 +105,13 @@ def fetch(name: str) -> Path:
             "Pass the path of a saved model instead."
         )
     entry = _REGISTRY[name]
+    if entry.bundled is not None:
+        if not entry.bundled.exists() or pooch.file_hash(str(entry.bundled)) != entry.sha256:
+            raise ValueError(
+                f"The bundled {name!r} model ({entry.bundled}) is missing or damaged; "
+                "reinstall screformer."
+            )
+        return entry.bundled
     url = entry.url
     if os.environ.get(MIRROR_ENV):
         url = f"{os.environ[MIRROR_ENV].rstrip('/')}/{entry.file_name}"
@@ -132,3 +152,13 @@ def download(
             "local path."
         ) from err
     return Path(path)
+
+
+# Shipped inside the package: pre-trained on the ~7,000 cells of the project's shared data
+# (docs: "The bundled default model"; benchmarks/build_default_model.py rebuilds it).
+_register_bundled(
+    "default",
+    "default_model.pt",
+    "4b383a58faadba710e47aae9683b21142108fbdff104325a9410a48deeaf5bce",
+    "small encoder (dim 32, depth 2, 14,737 genes) pre-trained on ~7,000 cells; bundled",
+)

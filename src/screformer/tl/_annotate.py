@@ -41,7 +41,9 @@ def annotate(
 
     Fine-tunes a screformer model on labelled cells, either the labelled cells of ``adata``
     itself (label present and not ``unlabeled_category``) or a separate ``reference``, then
-    predicts every cell of ``adata``. A trained ``model`` (object or saved folder) skips training.
+    predicts every cell of ``adata``. With ``labels_key``, ``model`` may name a pretrained encoder
+    to start from (``"default"``: the bundled one); without it, ``model`` must be a trained
+    classifier (object, saved folder or name), which predicts without training.
 
     Parameters
     ----------
@@ -54,8 +56,10 @@ def annotate(
     reference
         Labelled AnnData to train on instead of ``adata``.
     model
-        A trained :class:`~screformer.SCReformer`, the folder it was saved to, or the name of a
-        registered pretrained model (:mod:`screformer.pretrained`).
+        With ``labels_key``: a pretrained encoder to fine-tune, by registered name (``"default"``,
+        see :mod:`screformer.pretrained`) or path (from :func:`screformer.pretrain`); ``None``
+        trains from randomly initialised weights on ``adata``'s own genes. Without
+        ``labels_key``: a trained :class:`~screformer.SCReformer`, its folder or name.
     key_added
         Prefix of the keys written (below).
     unassigned_threshold
@@ -119,16 +123,18 @@ def annotate(
         raise ValueError(f"unassigned_threshold must be in [0, 1], not {unassigned_threshold}.")
     if not key_added:
         raise ValueError("key_added must be a non-empty string.")
-    if model is not None and (labels_key is not None or reference is not None):
+    if isinstance(model, SCReformer) and (labels_key is not None or reference is not None):
         raise ValueError("Pass either a trained model, or labels to train on, not both.")
-    if uhaf_organ is not None and model is not None:
-        raise ValueError("uhaf_organ chooses the classes to train: it needs labels_key, not model.")
+    if reference is not None and labels_key is None:
+        raise ValueError("A reference needs labels_key (its obs column with cell types).")
+    if uhaf_organ is not None and labels_key is None:
+        raise ValueError("uhaf_organ chooses the classes to train: it needs labels_key.")
+    if config is not None and model is not None:
+        raise ValueError("config describes a new model; a given model brings its own.")
 
     uhaf = None
 
-    if model is None:
-        if labels_key is None:
-            raise ValueError("Pass labels_key (the obs column with cell types), or a model.")
+    if labels_key is not None:
         train_data = adata if reference is None else reference
         work = _training_view(train_data, labels_key, unlabeled_category, layer, gene_symbols)
         if uhaf_organ is not None:
@@ -143,13 +149,23 @@ def annotate(
             layer=layer,
             gene_symbols=gene_symbols,
         )
-        fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
-        fields.pop("n_genes", None)  # the panel decides
-        model = SCReformer(work, seed=train_kwargs.get("seed", 0), **fields)
+        if model is None:
+            fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
+            fields.pop("n_genes", None)  # the panel decides
+            model = SCReformer(work, seed=train_kwargs.get("seed", 0), **fields)
+        else:
+            model = SCReformer.from_pretrained(model, work)
+            if model.is_trained_:
+                raise ValueError(
+                    "model is a trained classifier: to predict with it, leave labels_key out; "
+                    "to fine-tune, pass a pretrained encoder (e.g. model='default')."
+                )
         # Fail on the query's genes or values now, not after training.
         prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
         model.train(**train_kwargs)
     else:
+        if model is None:
+            raise ValueError("Pass labels_key (the obs column with cell types), or a model.")
         if train_kwargs:
             raise ValueError(f"Training arguments {sorted(train_kwargs)} need labels_key.")
         if not isinstance(model, SCReformer):
@@ -180,6 +196,7 @@ def annotate(
                 "layer": layer,
                 "gene_symbols": gene_symbols,
                 **model.train_params_,
+                **({"pretrained": model.pretrained_} if model.pretrained_ else {}),
             },
             "classes": list(model.classes),
             "gene_overlap": prepared.alignment.report(),
