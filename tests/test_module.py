@@ -117,3 +117,16 @@ def test_read_gene2vec_from_a_url_is_cached_and_checked(server, tmp_path, monkey
     (served / "other.txt").write_bytes(text + b"MS4A1 3 4\n")
     with pytest.raises(ValueError, match="does not match"):
         read_gene2vec(f"{base}/other.txt", ["LYZ"], sha256=sha)
+
+
+def test_published_gene2vec_is_fetched_from_its_public_address(server, tmp_path, monkeypatch):
+    from screformer import gene2vec
+
+    monkeypatch.setenv("SCREFORMER_CACHE", str(tmp_path / "cache"))
+    base, served, hits = server
+    (served / "gene2vec_dim_200_iter_9.txt").write_bytes(b"LYZ 1 2\n")
+    # The real address is unreachable here: point the constant at the local server's copy.
+    monkeypatch.setattr(gene2vec, "PUBLISHED_URL", f"{base}/gene2vec_dim_200_iter_9.txt")
+    vectors, n_found = gene2vec.read_gene2vec("published", ["LYZ", "CD3E"])
+    assert n_found == 1 and vectors[0].tolist() == [1.0, 2.0]
+    assert hits == ["/gene2vec_dim_200_iter_9.txt"]

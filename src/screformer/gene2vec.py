@@ -14,6 +14,13 @@ from .pretrained import cache_dir, download
 
 logger = logging.getLogger("screformer")
 
+#: Public address of the published 200-d vectors (Du et al. 2019, MIT; ``path="published"``).
+#: No checksum is pinned: the file could not be reached to compute one; pass ``sha256=`` to pin it.
+PUBLISHED_URL = (
+    "https://github.com/jingcheng-du/Gene2vec/raw/master/pre_trained_emb/"
+    "gene2vec_dim_200_iter_9.txt"
+)
+
 
 def read_gene2vec(
     path: str | os.PathLike,
@@ -25,7 +32,8 @@ def read_gene2vec(
 ) -> tuple[np.ndarray, int]:
     """Gene vectors for ``panel`` from a gene2vec text file, local or at a URL.
 
-    ``path`` may be an ``http(s)://`` or ``ftp://`` URL: the file is downloaded once with pooch
+    ``path`` may be ``"published"`` (the authors' file at :data:`PUBLISHED_URL`) or an
+    ``http(s)://`` or ``ftp://`` URL: the file is downloaded once with pooch
     into screformer's cache folder (:func:`screformer.pretrained.cache_dir`) and read from there
     afterwards; with ``sha256`` a file whose checksum differs is refused.
 
@@ -51,6 +59,8 @@ def read_gene2vec(
     >>> vectors.shape, n_found, vectors[0].tolist()
     ((2, 3), 1, [1.0, 2.0, 3.0])
     """
+    if str(path) == "published":
+        path = PUBLISHED_URL
     if str(path).startswith(("http://", "https://", "ftp://")):
         path = download(str(path), sha256, cache_dir() / "gene2vec", "gene2vec vectors")
     index = {normalize_gene_name(g): i for i, g in reversed(list(enumerate(panel)))}

@@ -116,7 +116,8 @@ def pretrain(
         panel); default ``ReformerConfig(**config_kwargs)``.
     gene_vectors
         Initial gene embeddings: an array (panel genes x dim) or a gene2vec text file (path or
-        URL), see :func:`screformer.gene2vec.read_gene2vec`.
+        URL, or ``"published"`` for the authors' file), see
+        :func:`screformer.gene2vec.read_gene2vec`.
     layer, gene_symbols
         Where the files keep the expression values and the gene names (``var`` column).
     max_epochs, max_time
