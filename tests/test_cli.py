@@ -98,9 +98,31 @@ def test_info_lists_cache_and_registry(tmp_path, capsys, monkeypatch):
     from screformer import pretrained
 
     monkeypatch.setenv(pretrained.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(pretrained, "_REGISTRY", {})
+    monkeypatch.setattr(pretrained, "_REGISTRY", {"default": pretrained._REGISTRY["default"]})
     pretrained.register("tiny", "http://127.0.0.1:9/tiny.pt", "a" * 64, "a test entry")
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / "cache") in out
-    assert "tiny: http://127.0.0.1:9/tiny.pt (not cached) a test entry" in out
+    assert "tiny: http://127.0.0.1:9/tiny.pt (not cached): a test entry" in out
+    assert "default_model.pt (bundled)" in out
+
+
+@pytest.mark.slow
+def test_demo_fine_tunes_the_bundled_model_offline(tmp_path, capsys, monkeypatch):
+    import pooch
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the demo must not download anything")
+
+    monkeypatch.setattr(pooch, "retrieve", no_network)
+    out = tmp_path / "demo.h5ad"
+    assert main(["demo", "--out", str(out), "--max-epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "the pretrained model 'default'" in printed
+    annotated = ad.read_h5ad(out)
+    assert annotated.uns["screformer"]["params"]["pretrained"]
+    assert annotated.uns["screformer"]["gene_overlap"]["n_panel_genes"] == 14737
+    # After one epoch many cells are still under the threshold, but those assigned are mostly
+    # right (0.886 when written).
+    accuracy = float(printed.split("accuracy of assigned cells ")[1].split(".\n")[0])
+    assert accuracy > 0.7

@@ -133,7 +133,9 @@ def _demo(args) -> int:
         f"pbmc3k: {adata.n_obs} cells; training on {int((~hidden).sum())} labelled cells, "
         f"predicting all, scoring the {int(hidden.sum())} whose labels were hidden."
     )
-    tl.annotate(adata, "training_labels", **_train_kwargs(args))
+    model = None if args.model.lower() == "none" else args.model
+    print(f"Fine-tuning {'from scratch' if model is None else f'the pretrained model {model!r}'}.")
+    tl.annotate(adata, "training_labels", model=model, **_train_kwargs(args))
     predicted = adata.obs["screformer_prediction"].astype(str).to_numpy()
     assigned = hidden & (predicted != tl.UNASSIGNED)
     print(
@@ -155,8 +157,12 @@ def _info(args) -> int:
     if not models:
         print("pretrained models: none registered yet")
     for name, entry in sorted(models.items()):
-        cached = (pretrained.cache_dir() / entry.file_name).exists()
-        print(f"  {name}: {entry.url} ({'cached' if cached else 'not cached'}) {entry.description}")
+        if entry.bundled is not None:
+            where = f"{entry.bundled} (bundled)"
+        else:
+            cached = (pretrained.cache_dir() / entry.file_name).exists()
+            where = f"{entry.url} ({'cached' if cached else 'not cached'})"
+        print(f"  {name}: {where}: {entry.description}")
     return 0
 
 
@@ -202,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help=".h5ad files of cells (streamed, never loaded whole)")
     p.add_argument("--out", required=True, help="output folder (model.pt, metrics, checkpoints)")
     p.add_argument("--panel", help="text file of the model's genes (default: all genes, in order)")
-    p.add_argument("--gene2vec", help="gene2vec text file or URL for the initial gene embeddings")
+    p.add_argument(
+        "--gene2vec",
+        help="gene2vec text file, URL, or 'published' (Du et al.'s file) for the gene embeddings",
+    )
     p.add_argument("--layer", help="layer with counts (default X)")
     p.add_argument("--gene-symbols", help="var column with gene symbols (default var_names)")
     p.add_argument("--max-epochs", type=int, default=10)
@@ -226,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="annotate the bundled pbmc3k data with 20%% labels hidden")
     p.add_argument("--out", default="pbmc3k_annotated.h5ad")
     p.add_argument("--holdout", type=float, default=0.2, help="share of labels hidden")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="pretrained encoder to fine-tune (default: the bundled 'default'); 'none': scratch",
+    )
     training_options(p)
     p.set_defaults(run=_demo)
 

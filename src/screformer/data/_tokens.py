@@ -31,7 +31,7 @@ def tokenize(X: sparse.csr_matrix, config: ReformerConfig) -> dict[str, torch.Te
     n_cells = X.shape[0]
     if config.token_mode == "all":
         bins = bin_expression(X.toarray(), config.top_bin)
-        gene_ids = np.broadcast_to(np.arange(config.n_genes), bins.shape)
+        gene_ids = np.tile(np.arange(config.n_genes), (n_cells, 1))
         mask = np.ones(bins.shape, dtype=bool)
     else:
         lengths = np.diff(X.indptr)
