@@ -106,6 +106,9 @@ class H5adCellStream(IterableDataset):
     (``len(self)``), which DDP needs; a process whose chunks hold fewer cells starts over on its
     own chunks, so processes never share cells. Only one chunk per worker is in memory.
 
+    Each batch holds ``gene_ids``, ``bins`` and ``mask`` (see :func:`tokenize`) and ``cell``,
+    the cell's index in the corpus (files concatenated).
+
     Parameters
     ----------
     sources
@@ -123,8 +126,6 @@ class H5adCellStream(IterableDataset):
     rank, world_size
         Default: from ``torch.distributed`` when it is initialised, else a single process.
 
-    Each batch holds ``gene_ids``, ``bins`` and ``mask`` (see :func:`tokenize`) and ``cell``,
-    the cell's index in the corpus (files concatenated).
     """
 
     def __init__(
