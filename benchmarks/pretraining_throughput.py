@@ -20,7 +20,7 @@ import torch
 import screformer
 from screformer.data import H5adCellStream, open_sources
 from screformer.module import ReformerConfig, SCReformerModule
-from screformer.train import mask_bins
+from screformer.train import PretrainingPlan
 
 from _common import DATA_DIR, write_results
 
@@ -32,15 +32,14 @@ def step_rate(config: ReformerConfig, sources, batch_size: int, n_warmup: int, n
     torch.manual_seed(0)
     module = SCReformerModule(config, n_classes=0)
     module.train()
+    plan = PretrainingPlan(module)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
     stream = H5adCellStream(sources, config, batch_size=batch_size, chunk_size=256)
     batches = list(itertools.islice(iter(stream), n_warmup + n_steps))
     for i, batch in enumerate(batches):
         if i == n_warmup:
             start = time.perf_counter()
-        inputs, targets = mask_bins(batch["bins"], batch["mask"], config)
-        logits = module.mlm_logits(batch["gene_ids"], inputs, batch["mask"])
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        loss, _, _ = plan._step(batch)  # the very step pre-training runs
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

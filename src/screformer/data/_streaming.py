@@ -125,7 +125,6 @@ class H5adCellStream(IterableDataset):
         Shuffle chunks and cells (training); off, chunks come in file order.
     rank, world_size
         Default: from ``torch.distributed`` when it is initialised, else a single process.
-
     """
 
     def __init__(
