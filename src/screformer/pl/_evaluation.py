@@ -1,43 +1,61 @@
-"""Evaluation plots: confusion matrix and one-vs-rest ROC curves (scanpy's ax/show/return_fig)."""
+"""Evaluation plots: confusion matrix and one-vs-rest ROC curves.
+
+Both compute the evaluation afresh and write nothing into the AnnData.
+"""
 
 from __future__ import annotations
+
+import os
 
 import matplotlib.pyplot as plt
 import numpy as np
 from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from sklearn import metrics
 
-from ..tl import evaluate
+from .._docs import doc_params
+from ..tl._evaluate import _compute_evaluation
+from ._utils import save_show_or_return
 
 
-def _finish(fig, show: bool | None, return_fig: bool):
-    if return_fig:
-        return fig
-    if show is None or show:
-        plt.show()
-    return None
-
-
+@doc_params()
 def confusion_matrix(
     adata: AnnData,
     truth_key: str,
     key_added: str = "screformer",
     *,
     normalize: bool = True,
-    ax: plt.Axes | None = None,
+    ax: Axes | None = None,
     show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
     return_fig: bool = False,
-):
+) -> Figure | Axes | None:
     """Heat map of true (rows) against predicted (columns) cell types.
 
-    With ``normalize`` each row is divided by its total, so the diagonal is each type's recall;
-    the numbers are printed in the cells.
+    The counts are those of :func:`screformer.tl.evaluate`'s ``confusion`` table (``Unassigned``
+    is a column of its own), computed here without storing anything.
+
+    Parameters
+    ----------
+    {adata}
+    {truth_key}
+    {key_added}
+    normalize
+        Divide each row by its total, so the diagonal is each type's recall; otherwise show
+        counts. The numbers are printed in the cells.
+    {show_save_ax}
+
+    Returns
+    -------
+    {returns_plot}
 
     Examples
     --------
     >>> screformer.pl.confusion_matrix(adata, "cell_type")  # doctest: +SKIP
+    >>> ax = screformer.pl.confusion_matrix(adata, "cell_type", show=False)  # doctest: +SKIP
     """
-    table = evaluate(adata, truth_key, key_added)["confusion"]
+    table = _compute_evaluation(adata, truth_key, key_added)["confusion"]
     values = table.to_numpy(dtype=float)
     if normalize:
         values = values / np.maximum(values.sum(1, keepdims=True), 1)
@@ -57,25 +75,45 @@ def confusion_matrix(
             color = "white" if v > 0.6 * values.max() else "black"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
     fig.colorbar(image, ax=ax, label="share of true type" if normalize else "cells")
-    return _finish(fig, show, return_fig)
+    return save_show_or_return(
+        fig, ax, "confusion_matrix", show=show, save=save, return_fig=return_fig
+    )
 
 
+@doc_params()
 def roc(
     adata: AnnData,
     truth_key: str,
     key_added: str = "screformer",
     *,
-    ax: plt.Axes | None = None,
+    ax: Axes | None = None,
     show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
     return_fig: bool = False,
-):
+) -> Figure | Axes | None:
     """One-vs-rest ROC curve of each cell type from the stored probabilities, AUC in the legend.
+
+    A curve is drawn for each model class that has cells both of its type and of others in
+    ``truth_key``; the title gives the macro AUC (as :func:`screformer.tl.evaluate`, computed
+    here without storing anything).
+
+    Parameters
+    ----------
+    {adata}
+    {truth_key}
+    {key_added}
+    {show_save_ax}
+
+    Returns
+    -------
+    {returns_plot}
 
     Examples
     --------
     >>> screformer.pl.roc(adata, "cell_type")  # doctest: +SKIP
+    >>> screformer.pl.roc(adata, "cell_type", show=False, save="roc.pdf")  # doctest: +SKIP
     """
-    result = evaluate(adata, truth_key, key_added)
+    result = _compute_evaluation(adata, truth_key, key_added)
     known = adata.obs[truth_key].notna().to_numpy()
     truth = adata.obs[truth_key].astype(str).to_numpy()[known]
     probabilities = np.asarray(adata.obsm[f"{key_added}_probabilities"])[known]
@@ -94,4 +132,4 @@ def roc(
     ax.set_ylabel("true positive rate")
     ax.set_title(f"one-vs-rest ROC, macro AUC {result['macro_auc']:.3f}")
     ax.legend(fontsize=7, loc="lower right")
-    return _finish(fig, show, return_fig)
+    return save_show_or_return(fig, ax, "roc", show=show, save=save, return_fig=return_fig)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import shap
 from anndata import AnnData
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from ._evaluation import _finish
+from .._docs import doc_params
+from ._utils import save_show_or_return
 
 
+@doc_params()
 def shap_markers(
     adata: AnnData,
     group: str,
@@ -17,16 +23,38 @@ def shap_markers(
     *,
     n_genes: int = 20,
     kind: str = "both",
-    ax: plt.Axes | None = None,
+    ax: Axes | None = None,
     show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
     return_fig: bool = False,
-):
+) -> Figure | Axes | dict[str, Axes] | None:
     """The genes that drive the model's call of ``group``, from :func:`screformer.tl.shap_markers`.
 
     ``kind="beeswarm"``: one dot per explained cell and gene, at its SHAP value (logit units;
     right of 0 pushes towards ``group``), coloured by the gene's expression in that cell (log2
     normalised), drawn by :func:`shap.plots.beeswarm`. ``kind="bar"``: mean ``|SHAP|`` per gene.
     ``"both"`` draws the two side by side (then ``ax`` cannot be given).
+
+    Parameters
+    ----------
+    adata
+        Annotated data with the results of :func:`screformer.tl.shap_markers` in
+        ``uns[key]``.
+    group
+        The cell type to show; one of the groups that :func:`screformer.tl.shap_markers`
+        explained.
+    key
+        The ``uns`` key of those results (its ``key_added``).
+    n_genes
+        How many genes to show, from the top of the ranking by mean ``|SHAP|``.
+    kind
+        ``"beeswarm"``, ``"bar"`` or ``"both"`` (described above).
+    {show_save_ax}
+
+    Returns
+    -------
+    {returns_plot}
+        With ``kind="both"`` the axes are a dict, ``{{"beeswarm": Axes, "bar": Axes}}``.
 
     Examples
     --------
@@ -83,4 +111,7 @@ def shap_markers(
         bar.set_xlabel("mean |SHAP value| (red: towards the type on average, blue: away)")
         bar.spines[["top", "right"]].set_visible(False)
         bar.set_title(f"{group}: mean |SHAP|")
-    return _finish(fig, show, return_fig)
+    returned = axes if kind == "both" else axes[kind]
+    return save_show_or_return(
+        fig, returned, "shap_markers", show=show, save=save, return_fig=return_fig
+    )

@@ -8,27 +8,52 @@ from anndata import AnnData
 from sklearn import metrics
 from sklearn.model_selection import StratifiedKFold
 
+from .._docs import doc_params
 from ._annotate import UNASSIGNED
 
 
+@doc_params()
 def evaluate(adata: AnnData, truth_key: str, key_added: str = "screformer") -> dict:
-    """Compare ``obs[f"{key_added}_prediction"]`` with the known labels ``obs[truth_key]``.
+    """Compare ``obs[f"{{key_added}}_prediction"]`` with the known labels ``obs[truth_key]``.
 
     ``Unassigned`` cells count as errors for accuracy and F1. One-vs-rest AUCs come from the
     stored probabilities, for each model class that has cells of both kinds in ``truth_key``.
-    The result is also stored in ``uns[key_added]["evaluation"]`` (tables as dicts).
+    The scores are also stored in ``uns[key_added]["evaluation"]`` (tables as dicts); the plots
+    :func:`screformer.pl.confusion_matrix` and :func:`screformer.pl.roc` compute the same
+    without storing anything.
+
+    Parameters
+    ----------
+    {adata}
+    {truth_key}
+    {key_added}
 
     Returns
     -------
-    dict with ``accuracy``, ``macro_f1``, ``per_class`` (DataFrame: precision, recall, f1,
-    support per true class), ``confusion`` (DataFrame: true classes x predicted classes, counts),
-    ``auc`` (Series per class) and ``macro_auc``.
+    dict
+        ``accuracy``, ``macro_f1``, ``per_class`` (DataFrame: precision, recall, f1, support
+        per true class), ``confusion`` (DataFrame: true classes x predicted classes, counts),
+        ``auc`` (Series per class) and ``macro_auc``.
 
     Examples
     --------
     >>> screformer.tl.annotate(adata, "cell_type")  # doctest: +SKIP
     >>> screformer.tl.evaluate(adata, "cell_type")["macro_f1"]  # doctest: +SKIP
     """
+    result = _compute_evaluation(adata, truth_key, key_added)
+    adata.uns[key_added]["evaluation"] = {
+        "truth_key": truth_key,
+        "accuracy": result["accuracy"],
+        "macro_f1": result["macro_f1"],
+        "macro_auc": result["macro_auc"],
+        "per_class_f1": {k: float(v) for k, v in result["per_class"]["f1"].items()},
+        "auc": {k: float(v) for k, v in result["auc"].items()},
+    }
+    return result
+
+
+def _compute_evaluation(adata: AnnData, truth_key: str, key_added: str = "screformer") -> dict:
+    """What :func:`evaluate` returns, computed without writing into ``adata``."""
     prediction_key = f"{key_added}_prediction"
     if prediction_key not in adata.obs or key_added not in adata.uns:
         raise KeyError(f"No screformer results under key_added={key_added!r}: run tl.annotate.")
@@ -75,14 +100,6 @@ def evaluate(adata: AnnData, truth_key: str, key_added: str = "screformer") -> d
         "confusion": confusion,
         "auc": auc,
         "macro_auc": float(auc.mean()) if len(auc) else float("nan"),
-    }
-    adata.uns[key_added]["evaluation"] = {
-        "truth_key": truth_key,
-        "accuracy": result["accuracy"],
-        "macro_f1": result["macro_f1"],
-        "macro_auc": result["macro_auc"],
-        "per_class_f1": {k: float(v) for k, v in per_class["f1"].items()},
-        "auc": {k: float(v) for k, v in auc.items()},
     }
     return result
 
