@@ -6,24 +6,17 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_write
+
 
 def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
     """Write to a temporary file beside ``path``, then rename: never a half-written output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:
         adata.write_h5ad(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _train_kwargs(args) -> dict:
@@ -75,9 +68,30 @@ def _annotate(args) -> int:
 def _predict(args) -> int:
     from . import tl
 
-    (adata,) = _read_inputs(args.input)
-    tl.annotate(adata, model=args.model, **_query_kwargs(args))
-    return _write_labelled(adata, args)
+    source = Path(args.input)
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist.")
+    if source.suffix.lower() != ".h5ad":
+        raise ValueError(
+            f"{source} is not an .h5ad file; predict reads .h5ad (AnnData) files. Convert it "
+            f'first, e.g. python -c "import scanpy as sc; '
+            f"sc.read_csv('{source}').write_h5ad('{source.with_suffix('.h5ad')}')\" "
+            "(sc.read_10x_mtx / sc.read_10x_h5 for 10x output)."
+        )
+    result = tl.predict_file(
+        args.model,
+        source,
+        args.out,
+        chunk_size=args.chunk_size,
+        **_query_kwargs(args),
+    )
+    counts = "\n".join(f"{label}  {n}" for label, n in result["counts"].items())
+    print(
+        f"Wrote {args.out}: {result['n_cells']} cells labelled "
+        f"({result['n_unassigned']} Unassigned) in {result['seconds']:.1f} s "
+        f"({result['cells_per_s']:.0f} cells/s).\n{counts}"
+    )
+    return 0
 
 
 def _pretrain(args) -> int:
@@ -178,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu (default auto)")
 
-    def query_options(p):
+    def query_options(p, out_help="output .h5ad (written atomically)"):
         p.add_argument("input", help="input .h5ad (cells to label)")
-        p.add_argument("--out", required=True, help="output .h5ad (written atomically)")
+        p.add_argument("--out", required=True, help=out_help)
         p.add_argument("--threshold", type=float, default=0.5, help="Unassigned below this")
         p.add_argument("--layer", help="layer with counts (default X)")
         p.add_argument("--gene-symbols", help="var column with gene symbols (default var_names)")
@@ -199,9 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     training_options(p)
     p.set_defaults(run=_annotate)
 
-    p = sub.add_parser("predict", help="label cells with a trained model (no training)")
-    query_options(p)
+    p = sub.add_parser(
+        "predict",
+        help="label cells with a trained model (no training), reading the input from disk",
+    )
+    query_options(
+        p,
+        "output: .h5ad (a labelled copy of the input) or .csv (a table of labels and "
+        "probabilities); written atomically",
+    )
     p.add_argument("--model", required=True, help="trained model folder or registered name")
+    p.add_argument("--chunk-size", type=int, default=4096, help="cells read and predicted at once")
     p.set_defaults(run=_predict)
 
     p = sub.add_parser("pretrain", help="masked-expression pre-training on .h5ad files")
