@@ -20,7 +20,6 @@ import time
 import anndata as ad
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, f1_score
 from sklearn.model_selection import StratifiedKFold
 
 import screformer
@@ -29,7 +28,7 @@ from screformer.data import cell_loader
 from screformer.module import ReformerConfig, SCReformerModule
 from screformer.pp import prepare
 
-from _common import DATA_DIR, LogisticBaseline, mean_sd, write_results
+from _common import DATA_DIR, LogisticBaseline, mean_sd, score, write_results
 
 DATA = DATA_DIR / "labelled/pbmc3k_labelled.h5ad"
 LABELS = "classified"
@@ -108,8 +107,7 @@ def main(argv=None):
         rows["screformer"].append(
             {
                 "fold": k,
-                "accuracy": accuracy_score(truth, result["prediction"]),
-                "macro_f1": f1_score(truth, result["prediction"], average="macro"),
+                **score(truth, result["prediction"]),
                 "fit_s": result["fit_s"],
                 "epochs": result["epochs"],
                 "predict_cells_per_s": len(te) / result["predict_s"],
@@ -120,8 +118,7 @@ def main(argv=None):
         rows["logistic_regression"].append(
             {
                 "fold": k,
-                "accuracy": accuracy_score(truth, baseline),
-                "macro_f1": f1_score(truth, baseline, average="macro"),
+                **score(truth, baseline),
                 "fit_s": time.perf_counter() - start,
             }
         )

@@ -21,7 +21,9 @@ DATA_DIR = Path(
 
 # A model small enough to train in seconds on 2 CPU cores.
 TINY = dict(dim=8, depth=1, heads=2, dim_head=4, bucket_size=4, ff_mult=1, mlp_hidden=(16, 8))
-TINY_TRAIN = dict(max_epochs=3, batch_size=8, lr=3e-3, early_stopping=False, seed=0)
+# Augmentation (on by default) makes the task harder on purpose; unit tests of learning train
+# without it, and tests/test_transfer.py tests it.
+TINY_TRAIN = dict(max_epochs=3, batch_size=8, lr=3e-3, early_stopping=False, seed=0, augment=False)
 
 
 def make_counts(n_per_class: int = 20, n_genes: int = 40, seed: int = 0) -> ad.AnnData:

@@ -124,7 +124,7 @@ def test_query_without_shared_genes_fails_before_training(counts_adata):
     query = counts_adata.copy()
     query.var_names = [f"X{i}" for i in range(query.n_vars)]
     before = _keys(query)
-    with pytest.raises(ValueError, match="panel genes were found"):
+    with pytest.raises(ValueError, match="share 0 genes"):
         _annotate(query, "cell_type", reference=counts_adata)
     assert _keys(query) == before
 

@@ -10,7 +10,7 @@ X = sparse.csr_matrix(
 
 
 def test_tokens_all_mode():
-    cfg = ReformerConfig(n_genes=5, token_mode="all")
+    cfg = ReformerConfig(n_genes=5, token_mode="all", value_encoding="absolute")
     t = tokenize(X, cfg)
     assert t["gene_ids"].shape == t["bins"].shape == t["mask"].shape == (3, 5)
     assert t["gene_ids"][1].tolist() == [0, 1, 2, 3, 4]
@@ -19,7 +19,7 @@ def test_tokens_all_mode():
 
 
 def test_tokens_expressed_mode_pads_per_batch():
-    cfg = ReformerConfig(n_genes=5, token_mode="expressed")
+    cfg = ReformerConfig(n_genes=5, token_mode="expressed", value_encoding="absolute")
     t = tokenize(X, cfg)
     assert t["gene_ids"].shape == (3, 2)  # the longest cell has 2 expressed genes
     assert t["gene_ids"].tolist() == [[1, 3], [0, 5], [5, 5]]  # 5 = padding gene id

@@ -2,6 +2,7 @@
 
 from ._streaming import H5adCellStream, H5adSource, open_sources, read_rows, validation_mask
 from ._tokens import (
+    Augmentation,
     CellCollate,
     CellDataModule,
     LengthGroupedBatches,
@@ -11,6 +12,7 @@ from ._tokens import (
 )
 
 __all__ = [
+    "Augmentation",
     "CellCollate",
     "CellDataModule",
     "H5adCellStream",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -9,7 +11,7 @@ from scipy import sparse
 from torch.utils.data import DataLoader, Sampler
 
 from ..module import ReformerConfig
-from ..pp import bin_expression
+from ..pp import bin_matrix
 
 
 def tokenize(X: sparse.csr_matrix, config: ReformerConfig) -> dict[str, torch.Tensor]:
@@ -23,14 +25,15 @@ def tokenize(X: sparse.csr_matrix, config: ReformerConfig) -> dict[str, torch.Te
     Examples
     --------
     >>> from scipy import sparse
-    >>> cfg = ReformerConfig(n_genes=4, token_mode="expressed")
+    >>> cfg = ReformerConfig(n_genes=4, token_mode="expressed", value_encoding="absolute")
     >>> t = tokenize(sparse.csr_matrix([[0, 2.5, 0, 7.0], [1.2, 0, 0, 0]]), cfg)
     >>> t["gene_ids"].tolist(), t["bins"].tolist()
     ([[1, 3], [0, 4]], [[2, 5], [1, 7]])
     """
     n_cells = X.shape[0]
+    binned = bin_matrix(X, config.value_encoding, config.top_bin)
     if config.token_mode == "all":
-        bins = bin_expression(X.toarray(), config.top_bin)
+        bins = binned.toarray()
         gene_ids = np.tile(np.arange(config.n_genes), (n_cells, 1))
         mask = np.ones(bins.shape, dtype=bool)
     else:
@@ -41,7 +44,7 @@ def tokenize(X: sparse.csr_matrix, config: ReformerConfig) -> dict[str, torch.Te
         rows = np.repeat(np.arange(n_cells), lengths)
         cols = np.arange(X.nnz) - np.repeat(X.indptr[:-1], lengths)
         gene_ids[rows, cols] = X.indices
-        bins[rows, cols] = bin_expression(X.data, config.top_bin)
+        bins[rows, cols] = binned.data
         mask = gene_ids != config.pad_gene
     return {
         "gene_ids": torch.from_numpy(np.ascontiguousarray(gene_ids, dtype=np.int64)),
@@ -50,18 +53,89 @@ def tokenize(X: sparse.csr_matrix, config: ReformerConfig) -> dict[str, torch.Te
     }
 
 
-class CellCollate:
-    """Turns a list of cell indices into a token batch (plus ``labels`` when given)."""
+@dataclass(frozen=True)
+class Augmentation:
+    """Random changes to training cells, so that a model labels queries measured or processed
+    differently from its training data.
 
-    def __init__(self, X: sparse.csr_matrix, config: ReformerConfig, labels=None):
-        self.X, self.config = X, config
+    Attributes
+    ----------
+    gene_keep
+        With probability ``p_genes`` a batch keeps only a random share of the panel's genes,
+        drawn uniformly from this range: the others look unmeasured, as in a query that holds
+        only some of the panel (highly variable genes, a targeted panel).
+    p_genes
+        Share of batches that lose genes.
+    depth
+        With probability ``p_depth`` a cell's counts are thinned binomially to a share of its
+        depth drawn uniformly from this range, as in a shallower query.
+    p_depth
+        Share of cells thinned.
+    """
+
+    gene_keep: tuple[float, float] = (0.05, 1.0)
+    p_genes: float = 0.5
+    depth: tuple[float, float] = (0.2, 1.0)
+    p_depth: float = 0.5
+
+    def __call__(self, X: sparse.csr_matrix, rng: np.random.Generator) -> sparse.csr_matrix:
+        X = sparse.csr_matrix(X, copy=True)
+        if rng.random() < self.p_genes:
+            keep = rng.random(X.shape[1]) < rng.uniform(*self.gene_keep)
+            X.data[~keep[X.indices]] = 0
+            X.eliminate_zeros()
+        thinned = rng.random(X.shape[0]) < self.p_depth
+        if thinned.any():
+            fraction = np.where(thinned, rng.uniform(*self.depth, size=X.shape[0]), 1.0)
+            in_thinned_cell = np.repeat(thinned, np.diff(X.indptr))
+            X.data = np.where(in_thinned_cell, thin_depth(X, fraction, rng), X.data)
+        X.eliminate_zeros()
+        return X
+
+
+def thin_depth(X: sparse.csr_matrix, fraction: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """New ``X.data`` with each cell's counts thinned binomially to ``fraction`` of its depth.
+
+    ``X`` holds log2 values normalised per cell to 1e4. A cell's smallest non-zero value is
+    taken as one count, which recovers UMI counts exactly and gives a count scale for
+    log-normalised input too; thinned counts are normalised to the new depth.
+    """
+    lengths = np.diff(X.indptr)
+    rows = np.repeat(np.arange(X.shape[0]), lengths)
+    linear = np.exp2(X.data.astype(np.float64)) - 1
+    unit = np.ones(X.shape[0])
+    nonempty = lengths > 0
+    if X.nnz:
+        unit[nonempty] = np.minimum.reduceat(linear, X.indptr[:-1][nonempty])
+    counts = np.rint(linear / unit[rows]).astype(np.int64)
+    thinned = rng.binomial(counts, fraction[rows])
+    return np.log2(1 + thinned * unit[rows] / fraction[rows]).astype(np.float32)
+
+
+class CellCollate:
+    """Turns a list of cell indices into a token batch (plus ``labels`` when given), applying
+    ``augment`` (an :class:`Augmentation`) to the cells first when given."""
+
+    def __init__(
+        self,
+        X: sparse.csr_matrix,
+        config: ReformerConfig,
+        labels=None,
+        augment: Augmentation | None = None,
+        seed: int = 0,
+    ):
+        self.X, self.config, self.augment = X, config, augment
+        self.rng = np.random.default_rng(seed)
         self.labels = (
             None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.long)
         )
 
     def __call__(self, indices) -> dict[str, torch.Tensor]:
         indices = np.asarray(indices)
-        batch = tokenize(self.X[indices], self.config)
+        X = self.X[indices]
+        if self.augment is not None:
+            X = self.augment(X, self.rng)
+        batch = tokenize(X, self.config)
         if self.labels is not None:
             batch["labels"] = self.labels[indices]
         return batch
@@ -114,14 +188,16 @@ def cell_loader(
     shuffle: bool = False,
     seed: int = 0,
     num_workers: int = 0,
+    augment: Augmentation | None = None,
 ) -> DataLoader:
-    """A DataLoader of token batches over ``indices`` (default: all cells) of ``X``."""
+    """A DataLoader of token batches over ``indices`` (default: all cells) of ``X``, with
+    ``augment`` applied to each batch when given."""
     indices = np.arange(X.shape[0]) if indices is None else np.asarray(indices)
     sampler = LengthGroupedBatches(indices, np.diff(X.indptr), batch_size, shuffle, seed)
     return DataLoader(
         range(X.shape[0]),  # dataset[i] == i: the sampler picks cells, the collate reads them
         batch_sampler=sampler,
-        collate_fn=CellCollate(X, config, labels),
+        collate_fn=CellCollate(X, config, labels, augment, seed),
         num_workers=num_workers,
     )
 
@@ -157,21 +233,28 @@ class CellDataModule(pl.LightningDataModule):
         batch_size: int,
         seed: int = 0,
         num_workers: int = 0,
+        augment: Augmentation | None = None,
     ):
         super().__init__()
-        self.X, self.labels, self.config = X, labels, config
+        self.X, self.labels, self.config, self.augment = X, labels, config, augment
         self.train_idx, self.val_idx = train_idx, val_idx
         self.test_idx = np.array([], dtype=np.int64)
         self.n_train, self.n_val = len(train_idx), len(val_idx)
         self.loader_kwargs = dict(batch_size=batch_size, seed=seed, num_workers=num_workers)
 
-    def _loader(self, indices, shuffle):
+    def _loader(self, indices, shuffle, augment=None):
         return cell_loader(
-            self.X, self.config, indices, self.labels, shuffle=shuffle, **self.loader_kwargs
+            self.X,
+            self.config,
+            indices,
+            self.labels,
+            shuffle=shuffle,
+            augment=augment,
+            **self.loader_kwargs,
         )
 
     def train_dataloader(self):
-        return self._loader(self.train_idx, shuffle=True)
+        return self._loader(self.train_idx, shuffle=True, augment=self.augment)
 
     def val_dataloader(self):
         return self._loader(self.val_idx, shuffle=False) if self.n_val else []

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 TokenMode = Literal["all", "expressed"]
+ValueEncoding = Literal["absolute", "relative"]
 
 
 @dataclass
@@ -31,8 +32,21 @@ class ReformerConfig:
         rounds.
     ff_mult
         Width of the feed-forward layers as a multiple of ``dim``.
+    ff_chunks
+        reformer-pytorch cuts each feed-forward pass into this many pieces along the sequence to
+        save memory; 1 (no cutting) is fastest and fits in memory even for the paper's 16k tokens.
     dropout
-        Dropout in the encoder's attention and feed-forward layers.
+        Dropout in the encoder's feed-forward layers.
+    attention_dropout
+        Dropout on the LSH attention weights and on the vectors hashed. 0 by default: drawing the
+        mask for every attention weight was a quarter of a CPU training step.
+    value_encoding
+        How a gene's value becomes a bin. ``"absolute"`` (scBERT, the paper):
+        ``floor(log2(1 + 1e4 * x / total))`` capped at ``top_bin``, which moves with sequencing
+        depth and with how a query was normalised. ``"relative"`` (as scGPT): the quantile of the
+        value among the cell's own non-zero values, in ``top_bin`` equal bins (1 .. ``top_bin``;
+        0 is not expressed), the same for a cell's counts and any per-cell monotone transform
+        of them (log-normalised values of any scale).
     top_bin
         Expression bins are ``0 .. top_bin`` (scBERT: 5); ``top_bin + 1`` is the mask token and
         ``top_bin + 2`` padding.
@@ -51,7 +65,10 @@ class ReformerConfig:
     bucket_size: int = 32
     n_hashes: int = 1
     ff_mult: int = 2
+    ff_chunks: int = 1
     dropout: float = 0.1
+    attention_dropout: float = 0.0
+    value_encoding: ValueEncoding = "relative"
     top_bin: int = 5
     mlp_hidden: tuple[int, int] = (512, 100)
     head_dropout: float = 0.5
@@ -60,6 +77,10 @@ class ReformerConfig:
     def __post_init__(self):
         if self.token_mode not in ("all", "expressed"):
             raise ValueError(f"token_mode must be 'all' or 'expressed', not {self.token_mode!r}.")
+        if self.value_encoding not in ("absolute", "relative"):
+            raise ValueError(
+                f"value_encoding must be 'absolute' or 'relative', not {self.value_encoding!r}."
+            )
         if self.n_genes < 1:
             raise ValueError("n_genes must be positive.")
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
@@ -87,6 +108,7 @@ class ReformerConfig:
         of 64 (dim_head 64, one hashing round, as measured in ``benchmarks/``)."""
         values = dict(
             token_mode="all",
+            value_encoding="absolute",
             dim=200,
             depth=6,
             heads=10,
@@ -110,4 +132,5 @@ class ReformerConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"Unknown configuration keys: {sorted(unknown)}.")
-        return cls(**d)
+        # Checkpoints written before value encodings existed used scBERT's absolute bins.
+        return cls(**({"value_encoding": "absolute"} | d))

@@ -71,8 +71,9 @@ class ReformerEncoder(nn.Module):
             bucket_size=config.bucket_size,
             n_hashes=config.n_hashes,
             ff_mult=config.ff_mult,
+            ff_chunks=config.ff_chunks,
             ff_dropout=config.dropout,
-            lsh_dropout=config.dropout,
+            lsh_dropout=config.attention_dropout,
             causal=False,
         )
         self.net = Autopadder(reformer)
@@ -128,7 +129,7 @@ class ConvMLPClassifier(nn.Module):
         values = self.conv(hidden.transpose(1, 2)).squeeze(1)
         panel = self.absent_value.expand(hidden.shape[0], -1).clone()
         # Padding tokens carry gene id n_genes: they land in the extra last column, dropped here.
-        panel = panel.scatter(1, gene_ids, values)
+        panel = panel.scatter(1, gene_ids, values.to(panel.dtype))
         return panel[:, : self.n_genes]
 
     def forward(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,12 @@
 """Preprocessing: AnnData in, arrays on the model's gene panel out (no torch here)."""
 
-from ._expression import bin_expression, detect_input, to_log2_normalized
+from ._expression import (
+    bin_expression,
+    bin_matrix,
+    detect_input,
+    relative_bins,
+    to_log2_normalized,
+)
 from ._genes import GeneAlignment, align_genes, data_gene_names, looks_like_ensembl, unique_panel
 from ._prepare import PreparedData, expression_matrix, prepare, to_panel
 
@@ -9,11 +15,13 @@ __all__ = [
     "PreparedData",
     "align_genes",
     "bin_expression",
+    "bin_matrix",
     "data_gene_names",
     "detect_input",
     "expression_matrix",
     "looks_like_ensembl",
     "prepare",
+    "relative_bins",
     "to_log2_normalized",
     "to_panel",
     "unique_panel",

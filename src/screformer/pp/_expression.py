@@ -94,8 +94,11 @@ def _expm(X, base: float):
 def to_log2_normalized(X, kind: InputKind) -> sparse.csr_matrix:
     """scBERT's values: each cell scaled to 1e4 in total, then ``log2(1 + x)``; CSR float32.
 
-    Counts and normalised values are scaled and logged; log-normalised values are reused, and
-    natural-log values are converted to base 2 (``x / ln 2``). Cells with no counts stay zero.
+    Counts and normalised values are scaled and logged. Log-normalised values are converted to
+    base 2 (``x / ln 2`` for natural logs); when every cell's un-logged values sum to the same
+    total ``T`` (the data were normalised over all their genes, as ``sc.pp.normalize_total``
+    does with its default, the median total), they are rescaled from ``T`` to 1e4, which gives
+    back exactly the values the counts would give. Cells with no counts stay zero.
     """
     X = sparse.csr_matrix(X, dtype=np.float32, copy=True)
     if kind in ("counts", "normalized"):
@@ -103,10 +106,28 @@ def to_log2_normalized(X, kind: InputKind) -> sparse.csr_matrix:
         scale = np.divide(TARGET_SUM, totals, out=np.zeros_like(totals), where=totals > 0)
         X = sparse.csr_matrix(sparse.diags(scale.astype(np.float32)) @ X)
         np.log2(X.data + 1, out=X.data)
-    elif kind == "log":
-        X.data /= np.float32(np.log(2))
+    else:
+        if kind == "log":
+            X.data /= np.float32(np.log(2))
+        _rescale_log2_total(X)
     X.eliminate_zeros()
     return X
+
+
+def _rescale_log2_total(X: sparse.csr_matrix) -> None:
+    """In place: log2 values normalised to a common total ``T`` become values normalised to
+    1e4. Values whose totals differ between cells (a gene subset taken after normalising) are
+    left alone: their total cannot be known."""
+    if X.nnz == 0:
+        return
+    linear = np.exp2(X.data.astype(np.float64)) - 1
+    lengths = np.diff(X.indptr)
+    rows = np.repeat(np.arange(X.shape[0]), lengths)
+    totals = np.bincount(rows, linear, minlength=X.shape[0])[lengths > 0]
+    total = float(np.median(totals))
+    if np.abs(totals - total).max() > 0.01 * total or abs(total - TARGET_SUM) < 0.01 * TARGET_SUM:
+        return
+    X.data[:] = np.log2(1 + linear * (TARGET_SUM / total)).astype(np.float32)
 
 
 def bin_expression(values: np.ndarray, top_bin: int = 5) -> np.ndarray:
@@ -121,3 +142,50 @@ def bin_expression(values: np.ndarray, top_bin: int = 5) -> np.ndarray:
     [0, 0, 1, 2, 5]
     """
     return np.clip(np.floor(values), 0, top_bin).astype(np.int64)
+
+
+def relative_bins(X: sparse.csr_matrix, top_bin: int = 5) -> np.ndarray:
+    """Per-cell relative bins of the stored values of CSR ``X``, in ``X.data``'s order.
+
+    A value's bin is ``1 + floor(top_bin * q)`` where ``q`` is the share of the cell's non-zero
+    values strictly below it (tied values share a bin), so bins run from 1 to ``top_bin`` and
+    depend only on the order of values within the cell: counts, and log-normalised values of
+    any scale, give the same bins. Zeros stored explicitly get bin 0.
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> X = sparse.csr_matrix(np.array([[1.0, 0, 1, 4, 9], [0, 2, 0, 0, 0]]))
+    >>> relative_bins(X, top_bin=5).tolist()
+    [1, 1, 3, 4, 1]
+    """
+    X = sparse.csr_matrix(X)
+    lengths = np.diff(X.indptr)
+    rows = np.repeat(np.arange(X.shape[0]), lengths)
+    order = np.lexsort((X.data, rows))
+    values, row_of = X.data[order], rows[order]
+    position = np.arange(X.nnz)
+    new_run = np.ones(X.nnz, dtype=bool)
+    new_run[1:] = (row_of[1:] != row_of[:-1]) | (values[1:] != values[:-1])
+    run_start = np.maximum.accumulate(np.where(new_run, position, 0))
+    below = run_start - X.indptr[row_of]
+    sorted_bins = 1 + (top_bin * below) // np.maximum(lengths[row_of], 1)
+    bins = np.empty(X.nnz, dtype=np.int64)
+    bins[order] = np.where(values > 0, sorted_bins, 0)
+    return bins
+
+
+def bin_matrix(X: sparse.csr_matrix, encoding: str, top_bin: int = 5) -> sparse.csr_matrix:
+    """Expression bins of ``X`` (log2 values on the panel) with the same sparsity: CSR int64.
+
+    ``encoding`` is ``"absolute"`` (:func:`bin_expression`) or ``"relative"``
+    (:func:`relative_bins`).
+    """
+    X = sparse.csr_matrix(X)
+    if encoding == "absolute":
+        data = bin_expression(X.data, top_bin)
+    elif encoding == "relative":
+        data = relative_bins(X, top_bin)
+    else:
+        raise ValueError(f"Unknown value encoding {encoding!r}.")
+    return sparse.csr_matrix((data, X.indices, X.indptr), shape=X.shape)

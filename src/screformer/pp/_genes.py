@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,8 +160,11 @@ def align_genes(
         100 * alignment.fraction_found,
     )
     if alignment.fraction_found < 0.5:
-        logger.warning(
-            "Only %.1f%% of the model's panel genes are in the data; predictions may be poor.",
-            100 * alignment.fraction_found,
+        warnings.warn(
+            f"Only {n_found} of the model's {len(panel)} panel genes "
+            f"({100 * alignment.fraction_found:.1f}%) are in the data; the others count as not "
+            "expressed, and predictions may be poor. Train on the genes both data sets share "
+            "(tl.annotate(query, labels_key, reference=reference)).",
+            stacklevel=3,
         )
     return alignment

@@ -1,7 +1,16 @@
 """Tools: thin functions that write results into AnnData (scanpy's ``tl`` style)."""
 
-from ._annotate import UNASSIGNED, annotate
+from ._annotate import UNASSIGNED, annotate, shared_genes
 from ._evaluate import evaluate, stratified_folds
+from ._predict_file import predict_file
 from ._shap import shap_markers
 
-__all__ = ["UNASSIGNED", "annotate", "evaluate", "shap_markers", "stratified_folds"]
+__all__ = [
+    "UNASSIGNED",
+    "annotate",
+    "evaluate",
+    "predict_file",
+    "shap_markers",
+    "shared_genes",
+    "stratified_folds",
+]

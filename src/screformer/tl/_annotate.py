@@ -11,7 +11,8 @@ from anndata import AnnData
 
 from ..model import SCReformer
 from ..module import ReformerConfig
-from ..pp import prepare
+from ..pp import data_gene_names, prepare, unique_panel
+from ..pp._genes import normalize_gene_name
 from ..uhaf import UHAF_VERSION, map_labels
 
 logger = logging.getLogger("screformer")
@@ -152,7 +153,8 @@ def annotate(
         if model is None:
             fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
             fields.pop("n_genes", None)  # the panel decides
-            model = SCReformer(work, seed=train_kwargs.get("seed", 0), **fields)
+            panel = None if reference is None else shared_genes(work, adata, gene_symbols)
+            model = SCReformer(work, gene_panel=panel, seed=train_kwargs.get("seed", 0), **fields)
         else:
             model = SCReformer.from_pretrained(model, work)
             if model.is_trained_:
@@ -160,6 +162,8 @@ def annotate(
                     "model is a trained classifier: to predict with it, leave labels_key out; "
                     "to fine-tune, pass a pretrained encoder (e.g. model='default')."
                 )
+            if reference is not None:  # the encoder's panel is fixed: train on the shared genes
+                train_kwargs.setdefault("only_genes", data_gene_names(adata, gene_symbols))
         # Fail on the query's genes or values now, not after training.
         prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
         model.train(**train_kwargs)
@@ -218,6 +222,50 @@ def annotate(
                 fine.map(uhaf.mapped), categories=sorted(set(uhaf.mapped.values()))
             )
     return target if copy else model
+
+
+MIN_SHARED_GENES = 50
+
+
+def shared_genes(
+    reference: AnnData,
+    query: AnnData,
+    gene_symbols: str | None = None,
+    min_genes: int | None = None,
+) -> list[str]:
+    """The reference's genes that the query has too, in the reference's order: the panel of a
+    model trained on ``reference`` to label ``query``.
+
+    Matching is case-insensitive and ignores Ensembl version suffixes, as
+    :func:`screformer.pp.align_genes`.
+
+    Raises
+    ------
+    ValueError
+        When the two share fewer than ``min_genes`` genes (default: 50, or half the
+        reference's genes when it has fewer than 100).
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> ref = ad.AnnData(np.ones((2, 3)), var=pd.DataFrame(index=["CD3E", "LYZ", "MS4A1"]))
+    >>> query = ad.AnnData(np.ones((2, 2)), var=pd.DataFrame(index=["ms4a1", "CD3E"]))
+    >>> shared_genes(ref, query, min_genes=1)
+    ['CD3E', 'MS4A1']
+    """
+    reference_genes = unique_panel(data_gene_names(reference, gene_symbols))
+    query_keys = {normalize_gene_name(g) for g in data_gene_names(query, gene_symbols)}
+    shared = [g for g in reference_genes if normalize_gene_name(g) in query_keys]
+    if min_genes is None:
+        min_genes = min(MIN_SHARED_GENES, len(reference_genes) // 2)
+    if len(shared) < max(min_genes, 1):
+        raise ValueError(
+            f"The reference and the query share {len(shared)} genes (at least {min_genes} "
+            f"needed). Reference genes: {reference_genes[:5]}; query genes: "
+            f"{list(data_gene_names(query, gene_symbols)[:5])}. Check that both use the same "
+            "kind of gene names (symbols or Ensembl IDs; gene_symbols=) and species."
+        )
+    return shared
 
 
 def _training_view(adata: AnnData, labels_key, unlabeled_category, layer, gene_symbols) -> AnnData:

@@ -1,0 +1,336 @@
+"""Transfer: label another study, or a query processed differently, as well as a linear model.
+
+Every value encoding of screformer and logistic regression on the same cells, in one run:
+
+- pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop);
+- PBMC: pbmc3k (10x v1) to Symphony's three 10x technologies, to Ding 2020's Drop-seq and inDrops
+  cells, and technology to technology within Symphony and within Ding;
+- processed query: pbmc3k and heart, stratified 80/20; a model fine-tuned on the 80% (counts)
+  labels the 20% presented as counts, log-normalised to 1e4, log-normalised to the median total,
+  2,000 and 500 highly variable genes (log-normalised), counts thinned to half depth; and
+  reference mode (trained on the 80% restricted to the view's genes) for the gene subsets;
+- heart 5-fold cross-validation (pbmc3k's with ``--pbmc3k-cv``; ``pbmc3k_cv.py`` runs it for the
+  default).
+
+Scores: macro F1 over the cell types present in the scored cells' truth, accuracy and the share
+called Unassigned (screformer's default threshold 0.5; logistic regression assigns every cell).
+In a cross-study transfer the scored cells are those whose type the reference has; the share of
+the others called Unassigned is reported apart. Logistic regression: C=0.1 on log-normalised
+values (screformer's preprocessing), trained on the genes both data sets share.
+
+Data (../shared/data, see its README): pbmc3k_labelled, heart_litvinukova_sanger_624cells,
+pancreas_{xin,wang}_subset, pancreas_baron_human_mouse_toy, symphony_pbmc_3tech_1500 (its
+``logcp10k_original`` layer: only 1,764 genes were shipped, so its counts' totals are not the
+cells' depths), ding2020_pbmc1_{dropseq_598,indrops_644} (``lognorm_original``, same reason).
+
+    LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \\
+        python benchmarks/transfer.py --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scanpy as sc
+from pancreas_cross_study import load as load_pancreas
+from pancreas_cross_study import on_genes
+from sklearn.model_selection import StratifiedKFold
+
+import screformer
+from screformer import SCReformer
+from screformer.data import stratified_split
+
+from _common import DATA_DIR, LogisticBaseline, score, write_results
+
+VARIANTS = {
+    "absolute": dict(config={"value_encoding": "absolute"}, augment=False),
+    "relative": dict(config={"value_encoding": "relative"}, augment=False),
+    "relative+augment": dict(config={"value_encoding": "relative"}, augment=True),
+}
+
+# Coarse and harmonised PBMC labels: each study's names to one vocabulary.
+PBMC3K_FINE = {
+    "Naive CD4 T": "CD4 T",
+    "Memory CD4 T": "CD4 T",
+    "CD8 T": "CD8 T",
+    "CD14+ Mono": "CD14 Mono",
+    "FCGR3A+ Mono": "CD16 Mono",
+    "B": "B",
+    "NK": "NK",
+    "DC": "DC",
+    "Platelet": "Platelet/MK",
+}
+SYMPHONY = {
+    "T_CD4": "CD4 T",
+    "T_CD8": "CD8 T",
+    "Mono_CD14": "CD14 Mono",
+    "Mono_CD16": "CD16 Mono",
+    "B": "B",
+    "NK": "NK",
+    "DC": "DC",
+    "MK": "Platelet/MK",
+    "HSC": "HSC",
+}
+# Ding's three types are coarse: pbmc3k is coarsened to match (T cells, monocytes).
+PBMC3K_COARSE = {
+    **PBMC3K_FINE,
+    "Naive CD4 T": "T",
+    "Memory CD4 T": "T",
+    "CD8 T": "T",
+    "CD14+ Mono": "Mono",
+    "FCGR3A+ Mono": "Mono",
+}
+DING = {"Cytotoxic T cell": "T", "CD16+ monocyte": "Mono", "B cell": "B"}
+
+
+def labelled(path: str, key: str, mapping: dict | None = None, layer: str | None = None):
+    """An AnnData with ``obs['label']`` (mapped), values from ``layer`` as X, gene symbols."""
+    adata = ad.read_h5ad(DATA_DIR / "labelled" / path)
+    labels = adata.obs[key].astype(str)
+    if mapping is not None:
+        labels = labels.map(mapping)
+    X = adata.X if layer is None else adata.layers[layer]
+    out = ad.AnnData(
+        X, obs=pd.DataFrame({"label": labels.to_numpy()}, index=adata.obs_names), var=adata.var
+    )
+    if "technology" in adata.obs:
+        out.obs["technology"] = adata.obs["technology"].astype(str).to_numpy()
+    return out[:, ~out.var_names.duplicated()].copy()
+
+
+def run_screformer(query, reference, variant: dict, epochs) -> tuple[np.ndarray, float]:
+    query = query.copy()
+    start = time.perf_counter()
+    screformer.tl.annotate(
+        query,
+        "label",
+        reference=reference,
+        config=variant["config"],
+        augment=variant["augment"],
+        max_epochs=epochs,
+        enable_progress_bar=False,
+    )
+    return query.obs["screformer_prediction"].astype(str).to_numpy(), time.perf_counter() - start
+
+
+def run_lr(query, reference) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    genes = screformer.tl.shared_genes(reference, query, min_genes=1)
+    model = LogisticBaseline(reference, reference.obs["label"], genes, C=0.1, scale=False)
+    return model.predict(query), time.perf_counter() - start
+
+
+def transfer_row(task, query, reference, variants, epochs) -> dict:
+    """Train on ``reference``, label ``query``; score its cells of the reference's types."""
+    known = query.obs["label"].isin(set(reference.obs["label"])).to_numpy()
+    truth = query.obs["label"].astype(str).to_numpy()
+    row = {"task": task, "n_reference": reference.n_obs, "n_query": query.n_obs}
+    row["n_genes"] = len(screformer.tl.shared_genes(reference, query, min_genes=1))
+    methods = {name: (run_screformer, (v, epochs)) for name, v in variants.items()}
+    methods["logistic_regression"] = (run_lr, ())
+    for name, (fn, extra) in methods.items():
+        predicted, seconds = fn(query, reference, *extra)
+        row[name] = score(truth[known], predicted[known]) | {"seconds": seconds}
+        if (~known).any():
+            row[name]["unseen_types_unassigned"] = float(np.mean(predicted[~known] == "Unassigned"))
+        print(f"{task} | {name}: {row[name]}", flush=True)
+    return row
+
+
+def pancreas_tasks():
+    studies = {name: load_pancreas(name) for name in ("xin", "wang", "baron")}
+    for target, test in studies.items():
+        others = [n for n in studies if n != target]
+        for sources in [[o] for o in others] + [others]:
+            train = [studies[n] for n in sources]
+            genes = sorted(
+                set.intersection(*(set(a.var_names) for a in [test, *train]))
+            )
+            reference = on_genes(train, genes)
+            query = on_genes([test], genes)
+            for a in (reference, query):
+                a.obs["label"] = a.obs["cell_type"]
+            yield f"pancreas {'+'.join(sources)} -> {target}", query, reference
+
+
+def pbmc_tasks():
+    pbmc3k = labelled("pbmc3k_labelled.h5ad", "classified", PBMC3K_FINE)
+    pbmc3k_coarse = labelled("pbmc3k_labelled.h5ad", "classified", PBMC3K_COARSE)
+    symphony = labelled(
+        "symphony_pbmc_3tech_1500.h5ad", "cell_type", SYMPHONY, layer="logcp10k_original"
+    )
+    ding = {
+        name: labelled(f"ding2020_pbmc1_{name}.h5ad", "yy", DING, layer="lognorm_original")
+        for name in ("dropseq_598", "indrops_644")
+    }
+    yield "pbmc3k -> Symphony (3 10x technologies)", symphony, pbmc3k
+    for name, query in ding.items():
+        yield f"pbmc3k -> Ding {name.split('_')[0]}", query, pbmc3k_coarse
+    techs = list(symphony.obs["technology"].unique())
+    for source in techs:
+        for target in techs:
+            if source != target:
+                ref = symphony[symphony.obs["technology"] == source].copy()
+                query = symphony[symphony.obs["technology"] == target].copy()
+                yield f"Symphony {source} -> {target}", query, ref
+    (a, qa), (b, qb) = ding.items()
+    yield "Ding dropseq -> inDrops", qb, qa
+    yield "Ding inDrops -> dropseq", qa, qb
+
+
+def processed_views(query: ad.AnnData, seed: int) -> dict[str, ad.AnnData]:
+    """The held-out counts presented as a user may hold them."""
+
+    def lognorm(target_sum):
+        view = query.copy()
+        sc.pp.normalize_total(view, target_sum=target_sum)
+        sc.pp.log1p(view)
+        return view
+
+    def hvg(n):
+        view = lognorm(None)
+        n = min(n, view.n_vars)
+        sc.pp.highly_variable_genes(view, n_top_genes=n)
+        return view[:, view.var["highly_variable"]].copy()
+
+    thinned = query.copy()
+    counts = thinned.X.tocsr().astype(np.int64)
+    counts.data = np.random.default_rng(seed).binomial(counts.data, 0.5)
+    counts.eliminate_zeros()
+    thinned.X = counts.astype(np.float32)
+    return {
+        "(a) counts": query,
+        "(b) log-normalised to 1e4": lognorm(1e4),
+        "(b') log-normalised to the median total": lognorm(None),
+        "(c) 2,000 HVGs, log-normalised": hvg(2000),
+        "(d) 500 HVGs, log-normalised": hvg(500),
+        "(e) counts thinned to half depth": thinned,
+    }
+
+
+def processed_query_rows(name, adata, variants, epochs, seed) -> list[dict]:
+    """One model per method trained on 80% (counts) labels the 20% as each view."""
+    # Stratified, with a class of one cell kept in training (heart's Mesothelial).
+    tr, te = stratified_split(adata.obs["label"].to_numpy(), 0.2, seed)
+    train, test = adata[tr].copy(), adata[te].copy()
+    views = processed_views(test, seed)
+    rows = {view: {"task": f"{name}: {view}", "n_genes": v.n_vars} for view, v in views.items()}
+    truth = test.obs["label"].astype(str).to_numpy()
+    for method, variant in variants.items():
+        SCReformer.setup_anndata(train, labels_key="label")
+        model = SCReformer(train, **variant["config"])
+        model.train(max_epochs=epochs, augment=variant["augment"], enable_progress_bar=False)
+        for view, query in views.items():
+            query = query.copy()
+            screformer.tl.annotate(query, model=model)
+            predicted = query.obs["screformer_prediction"].astype(str).to_numpy()
+            rows[view][method] = score(truth, predicted)
+            if view.startswith(("(c)", "(d)")):
+                predicted, _ = run_screformer(query, train, variant, epochs)
+                rows[view][f"{method} (reference mode)"] = score(truth, predicted)
+            print(f"{name} {view} | {method}: {rows[view][method]}", flush=True)
+    for view, query in views.items():
+        predicted, _ = run_lr(query, train)
+        rows[view]["logistic_regression"] = score(truth, predicted)
+    return list(rows.values())
+
+
+def cv_rows(name, adata, variants, epochs, folds, seed) -> list[dict]:
+    labels = adata.obs["label"].astype(str).to_numpy()
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    rows = []
+    for k, (tr, te) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        reference, query = adata[tr].copy(), adata[te].copy()
+        rows.append(transfer_row(f"{name} fold {k}", query, reference, variants, epochs))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--max-epochs", type=int, default=None, help="default: the model's rule")
+    parser.add_argument("--pbmc3k-cv", action="store_true", help="also pbmc3k 5-fold")
+    parser.add_argument("--only", nargs="+", choices=["pancreas", "pbmc", "processed", "cv"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    variants = {name: VARIANTS[name] for name in args.variants}
+    stages = set(args.only or ["pancreas", "pbmc", "processed", "cv"])
+    epochs = args.max_epochs
+    pbmc3k = labelled("pbmc3k_labelled.h5ad", "classified")
+    heart = labelled("heart_litvinukova_sanger_624cells.h5ad", "cell_type")
+
+    start = time.perf_counter()
+    results = {}
+    if "pancreas" in stages:
+        results["pancreas"] = [
+            transfer_row(t, q, r, variants, epochs) for t, q, r in pancreas_tasks()
+        ]
+    if "pbmc" in stages:
+        results["pbmc"] = [transfer_row(t, q, r, variants, epochs) for t, q, r in pbmc_tasks()]
+    if "processed" in stages:
+        results["processed"] = [
+            *processed_query_rows("pbmc3k", pbmc3k, variants, epochs, args.seed),
+            *processed_query_rows("heart", heart, variants, epochs, args.seed),
+        ]
+    if "cv" in stages:
+        results["cv"] = cv_rows("heart", heart, variants, epochs, 5, args.seed)
+        if args.pbmc3k_cv:
+            results["cv"] += cv_rows("pbmc3k", pbmc3k, variants, epochs, 5, args.seed)
+    summary = {
+        "methods": [*variants, "logistic_regression"],
+        "variants": variants,
+        "max_epochs": epochs,
+        "results": results,
+        "wall_s": time.perf_counter() - start,
+    }
+    write_results(args.out, "transfer", summary, markdown)
+
+
+def _cell(result: dict | None) -> str:
+    if not result:
+        return ""
+    text = f"{result['macro_f1']:.3f} / {result['accuracy']:.3f}"
+    return text + (f" ({100 * result['unassigned']:.0f}%)" if result["unassigned"] else "")
+
+
+def markdown(s: dict) -> str:
+    methods = s["methods"]
+    lines = [
+        "# Transfer: other studies and processed queries",
+        "",
+        f"Command: `{s['command']}`  ",
+        f"Machine: {s['machine']}  ",
+        f"Wall time: {s['wall_s'] / 60:.0f} min; peak memory {s['peak_rss_gb']:.2f} GB.",
+        "",
+        "Each cell: macro F1 over the types present in the scored cells' truth / accuracy "
+        "(share called Unassigned, when any). Logistic regression: C=0.1, log-normalised, on "
+        "the shared genes. screformer variants: " + "; ".join(
+            f"`{k}` = {v}" for k, v in s["variants"].items()
+        ) + ".",
+    ]
+    for stage, rows in s["results"].items():
+        extra = [m for m in rows[0] if m.endswith("(reference mode)")] if rows else []
+        columns = [*methods, *sorted({m for r in rows for m in r if m.endswith("mode)")})]
+        del extra
+        lines += ["", f"## {stage}", "", "| task | genes | " + " | ".join(columns) + " |"]
+        lines.append("|---" * (len(columns) + 2) + "|")
+        for r in rows:
+            cells = [_cell(r.get(m)) for m in columns]
+            lines.append(f"| {r['task']} | {r.get('n_genes', '')} | " + " | ".join(cells) + " |")
+        if stage != "processed":
+            means = [
+                np.mean([r[m]["macro_f1"] for r in rows if m in r]) for m in methods
+            ]
+            lines.append(
+                "| **mean macro F1** | | " + " | ".join(f"**{v:.3f}**" for v in means) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

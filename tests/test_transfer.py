@@ -1,0 +1,137 @@
+"""Transfer: value encodings, the shared-gene panel, augmentation, low-overlap warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scanpy as sc
+import torch
+from scipy import sparse
+
+import screformer
+from screformer.data import Augmentation, tokenize
+from screformer.data._tokens import thin_depth
+from screformer.module import ReformerConfig
+from screformer.pp import prepare, relative_bins
+
+from .conftest import TINY, TINY_TRAIN, make_counts
+
+
+def _lognormalised(adata, target_sum):
+    out = adata.copy()
+    sc.pp.normalize_total(out, target_sum=target_sum)
+    sc.pp.log1p(out)
+    return out
+
+
+@pytest.mark.parametrize("target_sum", [1e4, None])  # None: Scanpy's default, the median total
+def test_relative_tokens_are_identical_for_counts_and_lognormalised_values(target_sum):
+    counts = make_counts(n_per_class=10)
+    genes = list(counts.var_names)
+    config = ReformerConfig(n_genes=len(genes), value_encoding="relative", top_bin=7)
+    a = tokenize(prepare(counts, genes).X, config)
+    b = tokenize(prepare(_lognormalised(counts, target_sum), genes).X, config)
+    for key in ("gene_ids", "bins", "mask"):
+        assert torch.equal(a[key], b[key])
+    assert a["bins"][a["mask"]].min() == 1 and a["bins"][a["mask"]].max() == 7
+
+
+def test_relative_bins_depend_on_order_within_the_cell_only():
+    X = sparse.csr_matrix(np.array([[1.0, 0, 1, 4, 9, 0], [0, 3, 0, 0, 0, 30]]))
+    bins = relative_bins(X, top_bin=4)
+    assert bins.tolist() == [1, 1, 3, 4, 1, 3]  # ties share a bin; 1 .. top_bin
+    scaled = X.multiply(np.array([[7.0], [0.01]])).tocsr()
+    np.testing.assert_array_equal(relative_bins(np.log1p(scaled), top_bin=4), bins)
+
+
+def test_absolute_values_of_median_normalised_input_match_counts():
+    counts = make_counts(n_per_class=10)
+    genes = list(counts.var_names)
+    expected = prepare(counts, genes).X.toarray()
+    got = prepare(_lognormalised(counts, None), genes).X.toarray()
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_old_checkpoint_configs_keep_scberts_absolute_bins():
+    old = ReformerConfig(n_genes=10).to_dict()
+    del old["value_encoding"]
+    assert ReformerConfig.from_dict(old).value_encoding == "absolute"
+    assert ReformerConfig(n_genes=10).value_encoding == "relative"
+    with pytest.raises(ValueError, match="value_encoding"):
+        ReformerConfig(n_genes=10, value_encoding="ranks")
+
+
+def test_reference_mode_trains_on_the_shared_genes_in_reference_order():
+    reference = make_counts(seed=1)
+    query = make_counts(seed=2)[:, 10:].copy()  # the query lacks the reference's first genes
+    query = query[:, ::-1].copy()
+    model = screformer.tl.annotate(
+        query, "cell_type", reference=reference, config=TINY, **TINY_TRAIN
+    )
+    expected = [g for g in reference.var_names if g in set(query.var_names)]
+    assert model.gene_panel == expected
+    overlap = query.uns["screformer"]["gene_overlap"]
+    assert overlap["n_panel_genes"] == overlap["n_found"] == len(expected) == 30
+
+
+def test_reference_mode_refuses_too_few_shared_genes():
+    reference = make_counts()
+    query = reference[:, :5].copy()
+    with pytest.raises(ValueError, match="share 5 genes"):
+        screformer.tl.shared_genes(reference, query)
+
+
+def test_a_pretrained_encoder_fine_tuned_for_a_query_uses_only_the_querys_genes(tmp_path):
+    reference = make_counts(n_per_class=10)
+    screformer.SCReformer.setup_anndata(reference, labels_key="cell_type")
+    encoder = screformer.SCReformer(reference, **TINY)
+    path = tmp_path / "encoder.pt"
+    encoder.save(tmp_path)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["classes"] = []  # what screformer.pretrain writes: an encoder without cell types
+    torch.save(payload, path)
+    query = make_counts(seed=3)[:, :25].copy()
+    model = screformer.tl.annotate(
+        query, "cell_type", reference=reference, model=path, **TINY_TRAIN
+    )
+    assert len(model.gene_panel) == 40  # the encoder's panel is fixed ...
+    assert model.train_params_["only_genes"] == 25  # ... but training saw the query's genes
+
+
+def test_augmentation_drops_whole_genes_and_thins_depth():
+    counts = make_counts(n_per_class=20)
+    X = prepare(counts, list(counts.var_names)).X
+    drop = Augmentation(gene_keep=(0.5, 0.5), p_genes=1.0, p_depth=0.0)
+    out = drop(X, np.random.default_rng(0))
+    kept = np.unique(out.indices)
+    assert 0 < len(kept) < X.shape[1]
+    # A dropped gene is gone from every cell; the kept genes' values are unchanged.
+    np.testing.assert_array_equal(out.toarray(), X.toarray() * np.isin(np.arange(40), kept))
+
+    rng = np.random.default_rng(0)
+    half = thin_depth(X, np.full(X.shape[0], 0.5), rng)
+    linear = np.exp2(half) - 1
+    unit = (np.exp2(X.data) - 1) / counts.X.tocsr().data  # 1e4 / the cell's total
+    thinned_counts = np.rint(linear / (2 * unit)).sum()
+    assert 0.45 < thinned_counts / counts.X.sum() < 0.55
+    untouched = Augmentation(p_genes=0.0, p_depth=0.0)(X, rng)
+    np.testing.assert_array_equal(untouched.toarray(), X.toarray())
+
+
+def test_training_with_augmentation_still_learns():
+    adata = make_counts(n_per_class=30)
+    screformer.SCReformer.setup_anndata(adata, labels_key="cell_type")
+    model = screformer.SCReformer(adata, **TINY)
+    model.train(**(TINY_TRAIN | dict(max_epochs=15, augment=True)))
+    assert model.train_params_["augment"]
+    assert (model.predict() == adata.obs["cell_type"].to_numpy()).mean() > 0.8
+
+
+def test_prediction_warns_when_the_query_holds_few_panel_genes():
+    adata = make_counts(n_genes=300)
+    screformer.SCReformer.setup_anndata(adata, labels_key="cell_type")
+    model = screformer.SCReformer(adata, **TINY)
+    model.train(**TINY_TRAIN)
+    query = adata[:, :120].copy()
+    with pytest.warns(UserWarning, match="120 of the model's 300 panel genes"):
+        screformer.tl.annotate(query, model=model)
