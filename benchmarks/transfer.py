@@ -147,9 +147,7 @@ def pancreas_tasks():
         others = [n for n in studies if n != target]
         for sources in [[o] for o in others] + [others]:
             train = [studies[n] for n in sources]
-            genes = sorted(
-                set.intersection(*(set(a.var_names) for a in [test, *train]))
-            )
+            genes = sorted(set.intersection(*(set(a.var_names) for a in [test, *train])))
             reference = on_genes(train, genes)
             query = on_genes([test], genes)
             for a in (reference, query):
@@ -309,9 +307,9 @@ def markdown(s: dict) -> str:
         "",
         "Each cell: macro F1 over the types present in the scored cells' truth / accuracy "
         "(share called Unassigned, when any). Logistic regression: C=0.1, log-normalised, on "
-        "the shared genes. screformer variants: " + "; ".join(
-            f"`{k}` = {v}" for k, v in s["variants"].items()
-        ) + ".",
+        "the shared genes. screformer variants: "
+        + "; ".join(f"`{k}` = {v}" for k, v in s["variants"].items())
+        + ".",
     ]
     for stage, rows in s["results"].items():
         extra = [m for m in rows[0] if m.endswith("(reference mode)")] if rows else []
@@ -323,9 +321,7 @@ def markdown(s: dict) -> str:
             cells = [_cell(r.get(m)) for m in columns]
             lines.append(f"| {r['task']} | {r.get('n_genes', '')} | " + " | ".join(cells) + " |")
         if stage != "processed":
-            means = [
-                np.mean([r[m]["macro_f1"] for r in rows if m in r]) for m in methods
-            ]
+            means = [np.mean([r[m]["macro_f1"] for r in rows if m in r]) for m in methods]
             lines.append(
                 "| **mean macro F1** | | " + " | ".join(f"**{v:.3f}**" for v in means) + " |"
             )
