@@ -1,6 +1,10 @@
+import subprocess
+import sys
+
 import anndata as ad
 import pytest
 
+from screformer import cli
 from screformer.cli import main
 
 from .conftest import make_counts
@@ -126,3 +130,41 @@ def test_demo_fine_tunes_the_bundled_model_offline(tmp_path, capsys, monkeypatch
     # right (0.886 when written).
     accuracy = float(printed.split("accuracy of assigned cells ")[1].split(".\n")[0])
     assert accuracy > 0.7
+
+
+def test_version_and_verbose_after_the_command(tmp_path, capsys):
+    import screformer
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"screformer {screformer.__version__}"
+    args = cli.build_parser().parse_args(["predict", "x.h5ad", "--model", "m", "--out", "o.csv"])
+    assert args.verbose is False
+    for argv in (["predict", "x.h5ad", "--model", "m", "--out", "o.csv", "-v"], ["-v", "info"]):
+        assert cli.build_parser().parse_args(argv).verbose is True
+    assert main(["info", "--verbose"]) == 0
+
+
+def test_options_not_given_leave_the_functions_defaults(monkeypatch, tmp_path):
+    from screformer import tl
+
+    seen = {}
+
+    def fake_predict_file(model, source, out, **kwargs):
+        seen.update(kwargs)
+        return dict(counts={}, n_cells=0, n_unassigned=0, seconds=1.0, cells_per_s=0.0)
+
+    monkeypatch.setattr(tl, "predict_file", fake_predict_file)
+    (tmp_path / "x.h5ad").write_bytes(b"")
+    argv = ["predict", str(tmp_path / "x.h5ad"), "--model", "m", "--out", "o.csv"]
+    assert main(argv) == 0 and seen == {}
+    assert main([*argv, "--threshold", "0.2", "--chunk-size", "10"]) == 0
+    assert seen == {"unassigned_threshold": 0.2, "chunk_size": 10}
+
+
+def test_importing_the_cli_does_not_import_torch():
+    code = "import screformer.cli, sys; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

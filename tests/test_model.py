@@ -156,3 +156,104 @@ def test_calibration_fits_a_temperature_that_survives_save_and_load(tmp_path, co
     np.testing.assert_allclose(loaded.predict_proba(prepared), calibrated, rtol=1e-5)
     with pytest.raises(ValueError, match="validation cells"):
         _trained(counts_adata, calibrate=True, validation_size=0)
+
+
+def test_init_params_are_recorded(counts_adata):
+    SCReformer.setup_anndata(counts_adata, labels_key="cell_type")
+    model = SCReformer(counts_adata, seed=3, **TINY)
+    params = model.init_params_
+    assert params["non_kwargs"]["seed"] == 3 and params["kwargs"]["config_kwargs"] == TINY
+    assert "adata" not in params["non_kwargs"] and "registry" not in params["non_kwargs"]
+
+
+def test_loaded_model_with_labelled_adata_trains_and_predicts(tmp_path, counts_adata):
+    _trained(counts_adata, max_epochs=1).save(tmp_path / "m")
+    fresh = make_counts(seed=5)  # not registered: registered with the saved setup arguments
+    loaded = SCReformer.load(tmp_path / "m", fresh)
+    assert loaded.adata is fresh and loaded.adata_manager is not None
+    loaded.train(max_epochs=1, batch_size=8, augment=False)
+    assert loaded.train_params_["n_train_cells"] > 0
+    assert len(loaded.predict()) == fresh.n_obs
+    # Registered by the user first: that registration is used.
+    other = make_counts(seed=6)
+    SCReformer.setup_anndata(other, labels_key="cell_type")
+    again = SCReformer.load(tmp_path / "m", other)
+    again.train(max_epochs=1, batch_size=8, augment=False)
+    # Cells without labels are attached for prediction; training them is a clear error.
+    query = make_counts(seed=7)
+    del query.obs["cell_type"]
+    unlabelled = SCReformer.load(tmp_path / "m", query)
+    assert len(unlabelled.predict()) == query.n_obs
+    with pytest.raises(ValueError, match="labelled cells"):
+        unlabelled.train(max_epochs=1)
+
+
+def test_save_anndata_round_trip_and_unsupported_arguments(tmp_path, counts_adata):
+    model = _trained(counts_adata, max_epochs=1)
+    model.save(tmp_path / "m", save_anndata=True)
+    assert (tmp_path / "m" / "adata.h5ad").exists()
+    loaded = SCReformer.load(tmp_path / "m")
+    assert loaded.adata is not None and loaded.adata.n_obs == counts_adata.n_obs
+    np.testing.assert_array_equal(loaded.predict(), model.predict())
+    loaded.train(max_epochs=1, batch_size=8, augment=False)  # its labels came along
+    # Saving again without the data drops the old adata.h5ad: it belongs to the old model.
+    model.save(tmp_path / "m", overwrite=True)
+    assert not (tmp_path / "m" / "adata.h5ad").exists()
+    assert SCReformer.load(tmp_path / "m").adata is None
+    with pytest.raises(ValueError, match="holds no AnnData"):
+        SCReformer.load(tmp_path / "m").save(tmp_path / "n", save_anndata=True)
+    with pytest.raises(TypeError, match="prefix"):
+        model.save(tmp_path / "p", prefix="x_")
+    with pytest.raises(TypeError, match="prefix"):
+        SCReformer.load(tmp_path / "m", prefix="x_")
+
+
+def test_checkpoint_kind_is_explicit_and_old_files_still_load(tmp_path, counts_adata):
+    import os
+
+    from screformer.model._screformer import checkpoint_payload, read_checkpoint
+
+    model = _trained(counts_adata, max_epochs=1)
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "model.pt"
+    old_umask = os.umask(0o022)
+    os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~old_umask  # atomic_write's mode
+    payload = torch.load(path, weights_only=True)
+    assert payload["kind"] == "classifier"
+    del payload["kind"]  # a file written before the field existed
+    torch.save(payload, path)
+    assert read_checkpoint(path)[1]["kind"] == "classifier"
+    assert SCReformer.load(tmp_path / "m").classes == model.classes
+    with pytest.raises(ValueError, match="kind"):
+        checkpoint_payload(kind="other", config={}, gene_panel=[], state_dict={})
+    with pytest.raises(ValueError, match="needs its classes"):
+        checkpoint_payload(kind="classifier", config={}, gene_panel=[], state_dict={})
+    payload["kind"] = "mystery"
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="unknown checkpoint kind"):
+        SCReformer.load(path)
+
+
+def test_fit_is_free_of_third_party_noise(counts_adata, recwarn, capfd, caplog):
+    import logging
+
+    counts_adata.obs["cell_type"] = counts_adata.obs["cell_type"].cat.add_categories("rare")
+    counts_adata.obs.iloc[0, 0] = "rare"
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    lightning_log.addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="screformer"):
+            _trained(counts_adata, max_epochs=1, validation_size=0)
+    finally:
+        lightning_log.removeHandler(handler)
+    messages = [str(w.message) for w in recwarn]
+    assert not [m for m in messages if "_scvi_labels" in m or "LeafSpec" in m]
+    assert [m for m in messages if "'rare' (1)" in m]  # in our words, naming the class
+    out, err = capfd.readouterr()
+    assert "litlogger" not in out + err and "GPU available" not in out + err
+    assert not [m for m in seen if "litlogger" in m or "GPU available" in m]
+    assert "Training on 60 cells, validating on 0, up to 1 epochs." in caplog.messages

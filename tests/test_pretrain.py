@@ -165,7 +165,8 @@ def test_pretrain_resumes_to_the_same_weights(corpus, tmp_path):
 
     a = torch.load(straight, weights_only=True)
     b = torch.load(resumed, weights_only=True)
-    assert a["classes"] == [] and a["gene_panel"] == [f"GENE{j}" for j in range(40)]
+    assert a["kind"] == "encoder" and a["classes"] == []
+    assert a["gene_panel"] == [f"GENE{j}" for j in range(40)]
     assert a["pretraining"]["best_epoch"] == b["pretraining"]["best_epoch"]
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, msg=key)

@@ -130,3 +130,13 @@ def test_damaged_bundled_model_is_refused(tmp_path, monkeypatch):
     )
     with pytest.raises(ValueError, match="missing or damaged"):
         pretrained.fetch("default")
+
+
+def test_bundled_default_without_a_kind_field_reads_as_an_encoder():
+    from screformer.model._screformer import read_checkpoint
+
+    path = BUNDLED["default"].bundled
+    assert "kind" not in torch.load(path, weights_only=True)  # written before the field existed
+    assert read_checkpoint(path)[1]["kind"] == "encoder"
+    with pytest.raises(ValueError, match="pretrained encoder without cell types"):
+        SCReformer.load(path)

@@ -1,16 +1,24 @@
-"""Command line: ``screformer annotate | predict | pretrain | demo | info``."""
+"""Command line: ``screformer annotate | predict | pretrain | demo | info``.
+
+Only the standard library is imported here: each command imports what it needs when it runs,
+so that ``--help`` and ``--version`` answer at once. Options whose default is a keyword default
+of the function a command calls have no default here (``argparse.SUPPRESS``): only the options
+given are passed on, and the function's signature keeps the one default.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from . import __version__
 from ._io import atomic_write
+
+_GIVEN = argparse.SUPPRESS  # no default here: the called function's default applies
 
 
 def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
@@ -19,8 +27,18 @@ def write_h5ad_atomic(adata, path: str | os.PathLike) -> None:
         adata.write_h5ad(tmp)
 
 
+def _given(args, *names: str) -> dict:
+    """The options among ``names`` given on the command line, by their Python names."""
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def _default(fn, name: str):
+    """The keyword default of ``fn``'s parameter ``name``."""
+    return inspect.signature(fn).parameters[name].default
+
+
 def _train_kwargs(args) -> dict:
-    return dict(max_epochs=args.max_epochs, seed=args.seed, accelerator=args.accelerator)
+    return _given(args, "max_epochs", "seed", "accelerator")
 
 
 def _read_inputs(*paths):
@@ -32,20 +50,18 @@ def _read_inputs(*paths):
     return [ad.read_h5ad(path) if path else None for path in paths]
 
 
-def _write_labelled(adata, args) -> int:
+def _write_labelled(adata, args, key_added: str) -> int:
     write_h5ad_atomic(adata, args.out)
-    counts = adata.obs[f"{args.key_added}_prediction"].value_counts()
+    counts = adata.obs[f"{key_added}_prediction"].value_counts()
     print(f"Wrote {args.out}: {adata.n_obs} cells labelled.\n{counts.to_string()}")
     return 0
 
 
 def _query_kwargs(args) -> dict:
-    return dict(
-        key_added=args.key_added,
-        unassigned_threshold=args.threshold,
-        layer=args.layer,
-        gene_symbols=args.gene_symbols,
-    )
+    kwargs = _given(args, "key_added", "layer", "gene_symbols")
+    if hasattr(args, "threshold"):
+        kwargs["unassigned_threshold"] = args.threshold
+    return kwargs
 
 
 def _annotate(args) -> int:
@@ -62,7 +78,8 @@ def _annotate(args) -> int:
     )
     if args.save_model:
         model.save(args.save_model, overwrite=True)
-    return _write_labelled(adata, args)
+    key_added = getattr(args, "key_added", _default(tl.annotate, "key_added"))
+    return _write_labelled(adata, args, key_added)
 
 
 def _predict(args) -> int:
@@ -79,11 +96,7 @@ def _predict(args) -> int:
             "(sc.read_10x_mtx / sc.read_10x_h5 for 10x output)."
         )
     result = tl.predict_file(
-        args.model,
-        source,
-        args.out,
-        chunk_size=args.chunk_size,
-        **_query_kwargs(args),
+        args.model, source, args.out, **_given(args, "chunk_size"), **_query_kwargs(args)
     )
     counts = "\n".join(f"{label}  {n}" for label, n in result["counts"].items())
     print(
@@ -105,28 +118,28 @@ def _pretrain(args) -> int:
         for k in ("token_mode", "dim", "depth", "heads", "dim_head", "bucket_size")
         if getattr(args, k) is not None
     }
-    path = pretrain(
-        args.files,
-        args.out,
-        gene_panel=panel,
-        gene_vectors=args.gene2vec,
-        layer=args.layer,
-        gene_symbols=args.gene_symbols,
-        max_epochs=args.max_epochs,
-        max_time=args.max_time,
-        batch_size=args.batch_size,
-        accumulate_grad_batches=args.accumulate_grad_batches,
-        lr=args.lr,
-        chunk_size=args.chunk_size,
-        num_workers=args.num_workers,
-        accelerator=args.accelerator,
-        devices=_devices(args.devices),
-        num_nodes=args.num_nodes,
-        strategy=args.strategy,
-        resume=args.resume,
-        seed=args.seed,
-        **config,
+    options = _given(
+        args,
+        "layer",
+        "gene_symbols",
+        "max_epochs",
+        "max_time",
+        "batch_size",
+        "accumulate_grad_batches",
+        "lr",
+        "chunk_size",
+        "num_workers",
+        "accelerator",
+        "num_nodes",
+        "strategy",
+        "resume",
+        "seed",
     )
+    if hasattr(args, "devices"):
+        options["devices"] = _devices(args.devices)
+    if hasattr(args, "gene2vec"):
+        options["gene_vectors"] = args.gene2vec
+    path = pretrain(args.files, args.out, gene_panel=panel, **options, **config)
     print(f"Wrote the pretrained encoder to {path}.")
     return 0
 
@@ -136,10 +149,12 @@ def _devices(value: str):
 
 
 def _demo(args) -> int:
+    import numpy as np
+
     from . import datasets, tl
 
     adata = datasets.pbmc3k()
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(getattr(args, "seed", 0))
     hidden = rng.random(adata.n_obs) < args.holdout
     truth = adata.obs["classified"].astype(str).to_numpy()
     adata.obs["training_labels"] = np.where(hidden, "Unknown", truth)
@@ -163,7 +178,7 @@ def _demo(args) -> int:
 
 
 def _info(args) -> int:
-    from . import __version__, pretrained
+    from . import pretrained
 
     print(f"screformer {__version__}")
     print(f"cache folder: {pretrained.cache_dir()} (set {pretrained.CACHE_ENV} to move it)")
@@ -184,38 +199,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="screformer", description="Cell-type annotation with scReformer-BERT."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    verbose = argparse.ArgumentParser(add_help=False)  # -v before or after the command
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=_GIVEN, help="log progress details"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def command(name: str, help: str):
+        return sub.add_parser(
+            name, help=help, description=help, parents=[verbose], argument_default=_GIVEN
+        )
+
     def training_options(p):
         p.add_argument("--max-epochs", type=int, help="fine-tuning epochs (default: by data size)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu (default auto)")
+        p.add_argument("--seed", type=int, help="seed of the split, shuffles and weights")
+        p.add_argument("--accelerator", help="auto, cpu or gpu (default: auto)")
 
     def query_options(p, out_help="output .h5ad (written atomically)"):
         p.add_argument("input", help="input .h5ad (cells to label)")
         p.add_argument("--out", required=True, help=out_help)
-        p.add_argument("--threshold", type=float, default=0.5, help="Unassigned below this")
+        p.add_argument(
+            "--threshold",
+            type=float,
+            help="confidence below which a cell is Unassigned (default: tl.annotate's)",
+        )
         p.add_argument("--layer", help="layer with counts (default X)")
         p.add_argument("--gene-symbols", help="var column with gene symbols (default var_names)")
-        p.add_argument("--key-added", default="screformer")
+        p.add_argument("--key-added", help="prefix of the obs columns written (screformer)")
 
-    p = sub.add_parser("annotate", help="fine-tune on labelled cells and label every cell")
+    p = command("annotate", "fine-tune on labelled cells and label every cell")
     query_options(p)
     p.add_argument(
         "--labels-key", required=True, help="obs column with training labels (of --reference)"
     )
-    p.add_argument("--reference", help="labelled .h5ad to train on instead of the input")
+    p.add_argument("--reference", default=None, help="labelled .h5ad to train on instead")
     p.add_argument(
-        "--model", help="pretrained encoder to start from: registered name (default) or path"
+        "--model",
+        default=None,
+        help="pretrained encoder to start from: registered name (default) or path",
     )
-    p.add_argument("--save-model", help="folder to save the trained model to")
+    p.add_argument("--save-model", default=None, help="folder to save the trained model to")
     training_options(p)
     p.set_defaults(run=_annotate)
 
-    p = sub.add_parser(
-        "predict",
-        help="label cells with a trained model (no training), reading the input from disk",
+    p = command(
+        "predict", "label cells with a trained model (no training), reading the input from disk"
     )
     query_options(
         p,
@@ -223,38 +253,43 @@ def build_parser() -> argparse.ArgumentParser:
         "probabilities); written atomically",
     )
     p.add_argument("--model", required=True, help="trained model folder or registered name")
-    p.add_argument("--chunk-size", type=int, default=4096, help="cells read and predicted at once")
+    p.add_argument("--chunk-size", type=int, help="cells read and predicted at once")
     p.set_defaults(run=_predict)
 
-    p = sub.add_parser("pretrain", help="masked-expression pre-training on .h5ad files")
+    p = command("pretrain", "masked-expression pre-training on .h5ad files")
     p.add_argument("files", nargs="+", help=".h5ad files of cells (streamed, never loaded whole)")
     p.add_argument("--out", required=True, help="output folder (model.pt, metrics, checkpoints)")
-    p.add_argument("--panel", help="text file of the model's genes (default: all genes, in order)")
+    p.add_argument(
+        "--panel", default=None, help="text file of the model's genes (default: all, in order)"
+    )
     p.add_argument(
         "--gene2vec",
         help="gene2vec text file, URL, or 'published' (Du et al.'s file) for the gene embeddings",
     )
     p.add_argument("--layer", help="layer with counts (default X)")
     p.add_argument("--gene-symbols", help="var column with gene symbols (default var_names)")
-    p.add_argument("--max-epochs", type=int, default=10)
+    p.add_argument("--max-epochs", type=int)
     p.add_argument("--max-time", help="stop after DD:HH:MM:SS")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--accumulate-grad-batches", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--chunk-size", type=int, default=1024, help="rows read from disk at once")
-    p.add_argument("--num-workers", type=int, default=0, help="data loader processes per device")
-    p.add_argument("--accelerator", default="auto", help="auto, cpu or gpu (default auto)")
-    p.add_argument("--devices", default="auto", help="devices per machine (default auto)")
-    p.add_argument("--num-nodes", type=int, default=1, help="machines (run on each)")
-    p.add_argument("--strategy", default="auto", help="e.g. ddp (default auto)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--accumulate-grad-batches", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--chunk-size", type=int, help="rows read from disk at once")
+    p.add_argument("--num-workers", type=int, help="data loader processes per device")
+    p.add_argument("--accelerator", help="auto, cpu or gpu (default: auto)")
+    p.add_argument("--devices", help="devices per machine (default: auto)")
+    p.add_argument("--num-nodes", type=int, help="machines (run on each)")
+    p.add_argument("--strategy", help="e.g. ddp (default: auto)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--token-mode", choices=["all", "expressed"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--token-mode", choices=["all", "expressed"], default=None)
     for name in ("dim", "depth", "heads", "dim-head", "bucket-size"):
-        p.add_argument(f"--{name}", type=int, help="architecture (default: the CPU default)")
+        p.add_argument(
+            f"--{name}", type=int, default=None, help="architecture (default: the CPU default)"
+        )
+    p.epilog = "Options without a stated default take screformer.pretrain's."
     p.set_defaults(run=_pretrain)
 
-    p = sub.add_parser("demo", help="annotate the bundled pbmc3k data with 20%% labels hidden")
+    p = command("demo", "annotate the bundled pbmc3k data with 20%% labels hidden")
     p.add_argument("--out", default="pbmc3k_annotated.h5ad")
     p.add_argument("--holdout", type=float, default=0.2, help="share of labels hidden")
     p.add_argument(
@@ -265,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     training_options(p)
     p.set_defaults(run=_demo)
 
-    p = sub.add_parser("info", help="version, cache folder and registered pretrained models")
+    p = command("info", "version, cache folder and registered pretrained models")
     p.set_defaults(run=_info)
     return parser
 

@@ -14,13 +14,18 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from .. import __version__
 from ..data import H5adCellStream, open_sources
 from ..gene2vec import read_gene2vec
-from ..module import ReformerConfig, SCReformerModule
+from ..module import ReformerConfig
 from ..pp import unique_panel
 from ..train import PretrainingPlan
-from ._screformer import _FORMAT_VERSION, CHECKPOINT_NAME, write_checkpoint
+from ._screformer import (
+    CHECKPOINT_NAME,
+    build_module,
+    checkpoint_payload,
+    quiet_lightning,
+    write_checkpoint,
+)
 
 logger = logging.getLogger("screformer")
 
@@ -174,9 +179,7 @@ def pretrain(
         gene_vectors, _ = read_gene2vec(gene_vectors, gene_panel, dim=config.dim)
 
     pl.seed_everything(seed, verbose=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = SCReformerModule(config, n_classes=0, gene_vectors=gene_vectors)
+    module = build_module(config, n_classes=0, gene_vectors=gene_vectors, seed=seed)
     plan = PretrainingPlan(
         module,
         lr=lr,
@@ -199,29 +202,39 @@ def pretrain(
     best = ModelCheckpoint(
         checkpoints, filename="best", monitor="validation_loss", save_top_k=1, save_last=True
     )
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        max_time=max_time,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        accumulate_grad_batches=accumulate_grad_batches,
-        callbacks=[
-            best,
-            EarlyStopping("validation_loss", patience=early_stopping_patience),
-            *(callbacks or []),
-        ],
-        logger=CSVLogger(out_dir, name="logs"),  # a new version_N folder per (resumed) run
-        reload_dataloaders_every_n_epochs=1,
-        enable_model_summary=False,
-        deterministic=False,
-    )
     last = checkpoints / "last.ckpt"
     if resume and not last.exists():
         logger.warning("resume=True but %s does not exist: starting afresh.", last)
+    n_cells = int(sum(s.n_obs for s in sources))
+    logger.info(
+        "Pre-training on %s cells of %d file(s) (%.0f%% held out for validation), up to %d epochs.",
+        f"{n_cells:,}",
+        len(sources),
+        100 * validation_size,
+        max_epochs,
+    )
     started = time.perf_counter()
-    trainer.fit(plan, datamodule=data, ckpt_path=str(last) if resume and last.exists() else None)
+    with quiet_lightning():
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            max_time=max_time,
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            accumulate_grad_batches=accumulate_grad_batches,
+            callbacks=[
+                best,
+                EarlyStopping("validation_loss", patience=early_stopping_patience),
+                *(callbacks or []),
+            ],
+            logger=CSVLogger(out_dir, name="logs"),  # a new version_N folder per (resumed) run
+            reload_dataloaders_every_n_epochs=1,
+            enable_model_summary=False,
+            deterministic=False,
+        )
+        ckpt_path = str(last) if resume and last.exists() else None
+        trainer.fit(plan, datamodule=data, ckpt_path=ckpt_path)
     elapsed = time.perf_counter() - started
 
     target = out_dir / CHECKPOINT_NAME
@@ -230,20 +243,14 @@ def pretrain(
         weights = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
         metrics = _read_metrics(sorted((out_dir / "logs").glob("version_*/metrics.csv")))
         metrics.to_csv(out_dir / "metrics.csv", index=False)
-        payload = {
-            "format_version": _FORMAT_VERSION,
-            "screformer_version": __version__,
-            "config": config.to_dict(),
-            "gene_panel": gene_panel,
-            "classes": [],
-            "setup_args": {"layer": None, "gene_symbols": None},
-            "is_trained": False,
-            "gene_overlap": None,
-            "temperature": 1.0,
-            "state_dict": weights,
-            "pretraining": {
+        payload = checkpoint_payload(
+            kind="encoder",
+            config=config,
+            gene_panel=gene_panel,
+            state_dict=weights,
+            pretraining={
                 "files": [s.path.name for s in sources],
-                "n_cells": int(sum(s.n_obs for s in sources)),
+                "n_cells": n_cells,
                 "best_epoch": int(state["epoch"]),
                 "epochs_run": int(trainer.current_epoch),
                 "seconds_this_run": round(elapsed, 1),
@@ -253,7 +260,7 @@ def pretrain(
                 "seed": seed,
                 "history": metrics.to_dict(orient="list"),
             },
-        }
+        )
         write_checkpoint(payload, target)
         logger.info("Pretrained encoder written to %s.", target)
     return target

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import anndata
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
@@ -17,13 +19,15 @@ import torch
 from anndata import AnnData
 from scvi import REGISTRY_KEYS
 from scvi.data import AnnDataManager
-from scvi.data.fields import LabelsWithUnlabeledObsField, LayerField
+from scvi.data._constants import _MANAGER_UUID_KEY, _SCVI_UUID_KEY
+from scvi.data.fields import CategoricalObsField, LabelsWithUnlabeledObsField, LayerField
 from scvi.model._utils import parse_device_args
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 from tqdm.auto import tqdm
 
 from .. import __version__, pretrained
+from .._io import atomic_write
 from ..data import Augmentation, CellDataModule, cell_loader, stratified_split
 from ..gene2vec import read_gene2vec
 from ..module import ReformerConfig, SCReformerModule
@@ -34,7 +38,13 @@ from ..train import ClassifierTrainingPlan, RestoreBestWeights, fit_temperature
 logger = logging.getLogger("screformer")
 
 CHECKPOINT_NAME = "model.pt"
+ANNDATA_NAME = "adata.h5ad"
 _FORMAT_VERSION = 1
+# What a checkpoint holds: a pretrained encoder (no cell types; fine-tuned on labelled cells) or
+# a classifier (predicts at once).
+CHECKPOINT_KINDS = ("encoder", "classifier")
+# Classes with fewer training cells than this are named in a warning.
+_FEW_CELLS = 3
 
 
 class SCReformer(BaseModelClass):
@@ -91,6 +101,8 @@ class SCReformer(BaseModelClass):
         **config_kwargs,
     ):
         super().__init__(adata, registry=registry)
+        # scvi-tools' record of the constructor's arguments (data and registry left out).
+        self.init_params_ = self._get_init_params(locals())
         setup_args = self.registry_["setup_args"]
         self.layer = setup_args["layer"]
         self.gene_symbols = setup_args["gene_symbols"]
@@ -121,10 +133,7 @@ class SCReformer(BaseModelClass):
         self.config = config
         if isinstance(gene_vectors, str | os.PathLike):
             gene_vectors, _ = read_gene2vec(gene_vectors, self.gene_panel, dim=config.dim)
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            self.module = SCReformerModule(config, len(self.classes), gene_vectors)
+        self.module = build_module(config, len(self.classes), gene_vectors, seed)
         self.gene_overlap_: dict | None = None
         self.train_params_: dict = {}
         # What the encoder was pretrained on, when it comes from a pretrained checkpoint.
@@ -183,10 +192,17 @@ class SCReformer(BaseModelClass):
         setup_method_args = cls._get_setup_method_args(**locals())
         fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
-            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category),
+            # scvi-tools' labels field fails without a labels column: a placeholder field then.
+            LabelsWithUnlabeledObsField(REGISTRY_KEYS.LABELS_KEY, labels_key, unlabeled_category)
+            if labels_key is not None
+            else CategoricalObsField(REGISTRY_KEYS.LABELS_KEY, None),
         ]
         manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
-        manager.register_fields(adata, **kwargs)
+        with warnings.catch_warnings():
+            # scvi-tools names the rare class by its code in an internal column; train() warns
+            # about rare classes by name instead.
+            warnings.filterwarnings("ignore", message=_SCVI_RARE_CATEGORY, category=UserWarning)
+            manager.register_fields(adata, **kwargs)
         cls.register_manager(manager)
 
     def _label_codes(self) -> tuple[np.ndarray, np.ndarray, str]:
@@ -199,6 +215,8 @@ class SCReformer(BaseModelClass):
         )
 
     def _classes_from_labels(self) -> list[str]:
+        if self.registry_["setup_args"].get("labels_key") is None:
+            return []  # registered without labels: no classes to learn
         codes, mapping, unlabeled = self._label_codes()
         present = np.unique(codes)
         return sorted(str(mapping[c]) for c in present if mapping[c] != unlabeled)
@@ -294,6 +312,12 @@ class SCReformer(BaseModelClass):
             if k not in ("self", "trainer_kwargs", "only_genes", "augment")
         }
         params["augment"] = bool(augment)
+        if self.adata is None or self.registry_["setup_args"].get("labels_key") is None:
+            raise ValueError(
+                "Training needs labelled cells: register an AnnData with "
+                "SCReformer.setup_anndata(adata, labels_key=...) and pass it to the model "
+                "(SCReformer(adata) or SCReformer.load(path, adata))."
+            )
         pl.seed_everything(seed, verbose=False)
         prepared = self.prepare()
         X = prepared.X
@@ -316,8 +340,23 @@ class SCReformer(BaseModelClass):
             raise ValueError(f"No usable training cells for classes {missing}.")
         train, val = stratified_split(labels[cells], validation_size, seed)
         train_idx, val_idx = cells[train], cells[val]
+        train_counts = np.bincount(labels[train_idx], minlength=len(self.classes))
+        rare = [(c, n) for c, n in zip(self.classes, train_counts, strict=True) if n < _FEW_CELLS]
+        if rare:
+            listed = ", ".join(f"{c!r} ({n})" for c, n in rare)
+            warnings.warn(
+                f"Cell types with fewer than {_FEW_CELLS} training cells: {listed}; the model "
+                "may not learn to recognise them.",
+                stacklevel=2,
+            )
         if max_epochs is None:
             max_epochs = int(np.clip(round(8_000 / len(train_idx)), 4, 50))
+        logger.info(
+            "Training on %s cells, validating on %s, up to %d epochs.",
+            f"{len(train_idx):,}",
+            f"{len(val_idx):,}",
+            max_epochs,
+        )
         if augment is True:
             augment = Augmentation()
         if early_stopping and len(val_idx) == 0:
@@ -345,21 +384,23 @@ class SCReformer(BaseModelClass):
         if len(val_idx):
             callbacks.append(RestoreBestWeights("validation_loss"))
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)
-        runner = TrainRunner(
-            self,
-            training_plan=plan,
-            data_splitter=data,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            early_stopping=early_stopping,
-            early_stopping_monitor="validation_loss",
-            early_stopping_patience=early_stopping_patience,
-            accumulate_grad_batches=accumulate_grad_batches,
-            callbacks=callbacks,
-            **trainer_kwargs,
-        )
-        runner()
+        self.module.train()  # a loaded or used model is in eval mode; Lightning keeps modes
+        with quiet_lightning():
+            runner = TrainRunner(
+                self,
+                training_plan=plan,
+                data_splitter=data,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                early_stopping=early_stopping,
+                early_stopping_monitor="validation_loss",
+                early_stopping_patience=early_stopping_patience,
+                accumulate_grad_batches=accumulate_grad_batches,
+                callbacks=callbacks,
+                **trainer_kwargs,
+            )
+            runner()
         self.temperature_ = 1.0
         if calibrate:
             if len(val_idx) == 0:
@@ -438,26 +479,56 @@ class SCReformer(BaseModelClass):
         return self._run(self.prepare(adata).X, self.module.cell_embedding, batch_size)
 
     # -------------------------------------------------------------- save/load
-    def save(self, dir_path: str | os.PathLike, overwrite: bool = False, **_ignored) -> None:
+    def save(
+        self,
+        dir_path: str | os.PathLike,
+        overwrite: bool = False,
+        *,
+        save_anndata: bool = False,
+    ) -> None:
         """Write the model to ``dir_path/model.pt``: weights, configuration, gene panel, class
-        order and setup arguments. The file is written to a temporary name and then renamed, so
-        an interrupted save never leaves a half-written checkpoint."""
+        order and setup arguments (a ``"classifier"`` checkpoint, see :func:`read_checkpoint`).
+
+        Files are written to a temporary name and then renamed, so an interrupted save never
+        leaves a half-written file. Of the arguments of
+        :meth:`scvi.model.base.BaseModelClass.save`, ``prefix``, ``save_kwargs``,
+        ``legacy_mudata_format``, ``datamodule`` and AnnData write options are not supported
+        (passing them is a ``TypeError``).
+
+        Parameters
+        ----------
+        dir_path
+            Folder to write to (created when missing).
+        overwrite
+            Replace the files of a model saved there before.
+        save_anndata
+            Also write the model's AnnData to ``dir_path/adata.h5ad``; :meth:`load` reads it back
+            when given no AnnData.
+        """
         dir_path = Path(dir_path)
-        target = dir_path / CHECKPOINT_NAME
-        if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it.")
-        payload = {
-            "format_version": _FORMAT_VERSION,
-            "screformer_version": __version__,
-            "config": self.config.to_dict(),
-            "gene_panel": self.gene_panel,
-            "classes": self.classes,
-            "setup_args": dict(self.registry_["setup_args"]),
-            "is_trained": bool(self.is_trained_),
-            "gene_overlap": self.gene_overlap_,
-            "temperature": float(self.temperature_),
-            "state_dict": {k: v.detach().cpu() for k, v in self.module.state_dict().items()},
-        }
+        target, data_file = dir_path / CHECKPOINT_NAME, dir_path / ANNDATA_NAME
+        # A folder's adata.h5ad belongs to its model.pt: a save without data drops an old one.
+        for path in (target, data_file):
+            if path.exists() and not overwrite:
+                raise FileExistsError(f"{path} exists; pass overwrite=True to replace it.")
+        if save_anndata and self.adata is None:
+            raise ValueError("save_anndata=True, but this model holds no AnnData.")
+        payload = checkpoint_payload(
+            kind="classifier",
+            config=self.config,
+            gene_panel=self.gene_panel,
+            classes=self.classes,
+            state_dict=self.module.state_dict(),
+            setup_args=dict(self.registry_["setup_args"]),
+            is_trained=bool(self.is_trained_),
+            gene_overlap=self.gene_overlap_,
+            temperature=float(self.temperature_),
+        )
+        if save_anndata:
+            with atomic_write(data_file) as tmp:
+                self.adata.write_h5ad(tmp)
+        elif data_file.exists():
+            data_file.unlink()
         write_checkpoint(payload, target)
 
     @classmethod
@@ -472,11 +543,11 @@ class SCReformer(BaseModelClass):
         (``"default"`` is bundled; others are downloaded once with pooch, verified by SHA-256 and
         cached, see :mod:`screformer.pretrained`).
 
-        Two kinds of checkpoint exist. A trained classifier (from :meth:`save`) predicts at once;
-        ``adata`` is optional. A pretrained encoder (from :func:`screformer.pretrain`) has no
-        cell types yet: ``adata`` must be registered with labels by :meth:`setup_anndata`, and
-        the returned model, on the encoder's gene panel with a fresh classifier head, is then
-        fine-tuned with :meth:`train`.
+        Two kinds of checkpoint exist (their ``"kind"``, see :func:`read_checkpoint`). A trained
+        ``"classifier"`` (from :meth:`save`) predicts at once; ``adata`` is optional. A pretrained
+        ``"encoder"`` (from :func:`screformer.pretrain`) has no cell types yet: ``adata`` must be
+        registered with labels by :meth:`setup_anndata`, and the returned model, on the
+        encoder's gene panel with a fresh classifier head, is then fine-tuned with :meth:`train`.
 
         Examples
         --------
@@ -502,34 +573,67 @@ class SCReformer(BaseModelClass):
         adata: AnnData | None = None,
         accelerator: str = "auto",
         device: int | str = "auto",
-        **_ignored,
     ) -> SCReformer:
-        """Read a model written by :meth:`save`.
+        """Read a model written by :meth:`save` (or an encoder written by
+        :func:`screformer.pretrain`, as :meth:`from_pretrained` does).
 
-        ``adata`` is optional: it need not have the training genes (they are aligned to the saved
-        panel) nor the labels column. Raises ``ValueError`` for a truncated or corrupted file.
+        Raises ``ValueError`` for a truncated or corrupted file. Of the arguments of
+        :meth:`scvi.model.base.BaseModelClass.load`, ``prefix``, ``backup_url`` and the like
+        are not supported (a ``TypeError``).
+
+        Parameters
+        ----------
+        dir_path
+            The folder :meth:`save` wrote, or its ``model.pt``.
+        adata
+            Cells to attach to the model (its :attr:`adata`): registered by
+            :meth:`setup_anndata`, or else registered here with the model's saved setup
+            arguments (labels left out when ``obs`` lacks the labels column). Its genes need
+            not be the training genes (they are aligned to the saved panel). With labels the
+            loaded model can be trained further (:meth:`train`). Default: the folder's
+            ``adata.h5ad`` when ``save(..., save_anndata=True)`` wrote one, else none.
+        accelerator, device
+            Where the weights go (Lightning's choice; ``"auto"``: a GPU when there is one).
         """
         path, payload = read_checkpoint(dir_path)
-        if not payload["classes"]:
+        data_file = Path(dir_path) / ANNDATA_NAME
+        if adata is None and data_file.is_file():
+            adata = anndata.read_h5ad(data_file)  # a copy of the saved data: registered below
+        if payload["kind"] == "encoder":
             return cls._from_encoder(payload, path, adata, accelerator, device)
         setup_args = payload["setup_args"]
-        registry = {"setup_args": setup_args, "field_registries": {}}
+        if adata is not None and not cls._is_registered(adata):
+            # A copy of a registered AnnData carries that registration's keys: start afresh.
+            for key in (_SCVI_UUID_KEY, _MANAGER_UUID_KEY):
+                adata.uns.pop(key, None)
+            stale = [c for c in adata.obs.columns if str(c).startswith("_scvi_")]
+            adata.obs.drop(columns=stale, inplace=True)
+            args = {k: v for k, v in setup_args.items() if k in _SETUP_KEYS}
+            if args.get("labels_key") is not None and args["labels_key"] not in adata.obs:
+                args["labels_key"] = None  # cells to predict: no labels needed
+            cls.setup_anndata(adata, **args)
         model = cls(
-            None,
+            adata,
             gene_panel=payload["gene_panel"],
             config=payload["config"],
             classes=payload["classes"],
-            registry=registry,
+            registry={"setup_args": setup_args, "field_registries": {}},
         )
         model.module.load_state_dict(payload["state_dict"])
         model.module.eval()
         model.is_trained_ = payload["is_trained"]
         model.gene_overlap_ = payload["gene_overlap"]
         model.temperature_ = float(payload.get("temperature", 1.0))
-        if adata is not None:
-            model._adata = adata
         model._to_device(accelerator, device)
         return model
+
+    @classmethod
+    def _is_registered(cls, adata: AnnData) -> bool:
+        """Whether ``adata`` itself (not a copy of a registered AnnData) is registered."""
+        try:
+            return cls._get_most_recent_anndata_manager(adata) is not None
+        except ValueError:  # a copy: the registration belongs to the original
+            return False
 
     @classmethod
     def _from_encoder(cls, payload: dict, path: Path, adata, accelerator, device) -> SCReformer:
@@ -556,23 +660,132 @@ class SCReformer(BaseModelClass):
         self.to_device(torch_device)
 
 
-def write_checkpoint(payload: dict, target: Path) -> None:
-    """``torch.save`` to a temporary file beside ``target``, then rename: an interrupted write
-    never leaves a half-written checkpoint."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model-", suffix=".tmp")
-    os.close(fd)
-    try:
+_SETUP_KEYS = ("labels_key", "unlabeled_category", "layer", "gene_symbols")
+# scvi-tools' warning about a rare class, which names it by code in an internal column.
+_SCVI_RARE_CATEGORY = r"Category .* in adata\.obs\['_scvi_labels'\] has fewer than"
+
+# Third-party messages of every fit that tell a user of screformer nothing: Lightning's device
+# report and advertising (logged), and deprecation notes about Lightning's own internals.
+_QUIET_LOG_PREFIXES = (
+    "GPU available",
+    "TPU available",
+    "HPU available",
+    "💡 Tip",
+    "Loading `train_dataloader` to estimate",
+    "`Trainer.fit` stopped",
+)
+_QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+_QUIET_WARNINGS = (
+    r".*LeafSpec.* is deprecated",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
+
+
+class _DropMessages(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_QUIET_LOG_PREFIXES)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence, for the duration of the block, the fixed third-party messages of a Lightning fit
+    (device report, litlogger tip, deprecation notes on Lightning's internals). Logging and
+    warning settings are restored afterwards; other messages pass."""
+    drop = _DropMessages()
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    with warnings.catch_warnings():
+        for message in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        for log in loggers:
+            log.addFilter(drop)
+        try:
+            yield
+        finally:
+            for log in loggers:
+                log.removeFilter(drop)
+
+
+def build_module(
+    config: ReformerConfig,
+    n_classes: int,
+    gene_vectors: np.ndarray | None = None,
+    seed: int | None = 0,
+) -> SCReformerModule:
+    """A :class:`~screformer.module.SCReformerModule` whose initial weights are drawn with
+    ``seed`` in a fork of torch's RNG (the caller's random state is untouched); ``seed=None``
+    draws them from torch's global generator. ``n_classes=0``: an encoder without a head."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return SCReformerModule(config, n_classes, gene_vectors)
+
+
+def checkpoint_payload(
+    *,
+    kind: str,
+    config: ReformerConfig | dict,
+    gene_panel: list[str],
+    state_dict: dict,
+    classes: list[str] | None = None,
+    setup_args: dict | None = None,
+    **extra,
+) -> dict:
+    """The contents of a screformer checkpoint (``model.pt``), the one format for both kinds.
+
+    Parameters
+    ----------
+    kind
+        ``"classifier"`` (a model with cell types, from :meth:`SCReformer.save`) or
+        ``"encoder"`` (a pretrained encoder without them, from :func:`screformer.pretrain`).
+    config, gene_panel, state_dict
+        The module's configuration, its genes in token order and its weights (moved to CPU).
+    classes
+        Class names in output order: at least two for a classifier, none for an encoder.
+    setup_args
+        :meth:`SCReformer.setup_anndata` arguments (default: no layer, no gene symbols column).
+    **extra
+        Further fields (``is_trained``, ``gene_overlap``, ``temperature``, ``pretraining``);
+        they replace the defaults.
+    """
+    if kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"kind must be one of {CHECKPOINT_KINDS}, not {kind!r}.")
+    classes = [str(c) for c in (classes or [])]
+    if kind == "classifier" and not classes:
+        raise ValueError("A classifier checkpoint needs its classes.")
+    if kind == "encoder" and classes:
+        raise ValueError("An encoder checkpoint has no classes.")
+    if isinstance(config, ReformerConfig):
+        config = config.to_dict()
+    return {
+        "format_version": _FORMAT_VERSION,
+        "screformer_version": __version__,
+        "kind": kind,
+        "config": dict(config),
+        "gene_panel": [str(g) for g in gene_panel],
+        "classes": classes,
+        "setup_args": dict(setup_args or {"layer": None, "gene_symbols": None}),
+        "is_trained": False,
+        "gene_overlap": None,
+        "temperature": 1.0,
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        **extra,
+    }
+
+
+def write_checkpoint(payload: dict, target: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`screformer._io.atomic_write`: an interrupted write never
+    leaves a half-written checkpoint, and the file gets the umask's mode."""
+    with atomic_write(target) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[Path, dict]:
     """The path and contents of a screformer checkpoint (a ``model.pt`` or its folder).
+
+    The contents are those of :func:`checkpoint_payload`, with ``"kind"`` always set: files
+    written before that field existed are an ``"encoder"`` when they hold no classes, else a
+    ``"classifier"``. A ``"classifier"`` without classes holds nothing but its encoder and is
+    read as one.
 
     Raises ``FileNotFoundError`` when there is none and ``ValueError`` for a truncated,
     corrupted or foreign file.
@@ -589,6 +802,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Path, dict]:
         ) from err
     if not isinstance(payload, dict) or payload.get("format_version") != _FORMAT_VERSION:
         raise ValueError(f"{path} is not a screformer checkpoint of format {_FORMAT_VERSION}.")
+    kind = payload.get("kind")
+    if kind is not None and kind not in CHECKPOINT_KINDS:
+        raise ValueError(f"{path}: unknown checkpoint kind {kind!r} (not {CHECKPOINT_KINDS}).")
+    if kind is None or not payload.get("classes"):
+        payload["kind"] = "classifier" if payload.get("classes") else "encoder"
     return path, payload
 
 
