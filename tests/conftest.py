@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
+import screformer.data._streaming
+
 # Real data beside the checkout (../shared/data, see its README), or $SCREFORMER_DATA.
 DATA_DIR = Path(
     os.environ.get("SCREFORMER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -77,3 +79,22 @@ def server(tmp_path):
     yield f"http://127.0.0.1:{httpd.server_address[1]}", served, hits
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def recorded_reads(monkeypatch):
+    """Every (start, stop) read of a backed matrix (``data._streaming.read_rows``, the only
+    reader of streamed files); any whole-file ``read_h5ad`` fails."""
+    reads = []
+    real = screformer.data._streaming.read_rows
+
+    def recording(matrix, start, stop):
+        reads.append((start, stop))
+        return real(matrix, start, stop)
+
+    def no_full_read(*args, **kwargs):
+        raise AssertionError("the input was read whole")
+
+    monkeypatch.setattr(screformer.data._streaming, "read_rows", recording)
+    monkeypatch.setattr(ad, "read_h5ad", no_full_read)
+    return reads

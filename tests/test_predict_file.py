@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-import screformer
 from screformer import SCReformer, tl
 from screformer._io import atomic_write
 from screformer.cli import main
@@ -49,24 +48,6 @@ def _dense(X) -> np.ndarray:
 
 def _expected(model, adata) -> ad.AnnData:
     return tl.annotate(adata, model=model, copy=True)
-
-
-@pytest.fixture
-def recorded_reads(monkeypatch):
-    """Every (start, stop) read of a backed matrix; fails any whole-file read_h5ad."""
-    reads = []
-    real = screformer.data._streaming.read_rows
-
-    def recording(matrix, start, stop):
-        reads.append((start, stop))
-        return real(matrix, start, stop)
-
-    def no_full_read(*args, **kwargs):
-        raise AssertionError("the input was read whole")
-
-    monkeypatch.setattr(screformer.data._streaming, "read_rows", recording)
-    monkeypatch.setattr(ad, "read_h5ad", no_full_read)
-    return reads
 
 
 @pytest.mark.parametrize("dense", [False, True])

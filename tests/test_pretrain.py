@@ -66,22 +66,10 @@ def _write(adata, path, dense=False):
 
 
 @pytest.mark.parametrize("dense", [False, True])
-def test_stream_reads_only_chunks_and_matches_prepare(tmp_path, monkeypatch, dense):
+def test_stream_reads_only_chunks_and_matches_prepare(tmp_path, recorded_reads, dense):
     adata = make_counts(n_per_class=30, n_genes=40, seed=1)  # 90 cells
     path = _write(adata, tmp_path / "corpus.h5ad", dense)
     panel = list(adata.var_names[::-1])  # another gene order than the file's
-    reads = []
-    real_read_rows = screformer.data._streaming.read_rows
-
-    def recording_read_rows(matrix, start, stop):
-        reads.append((start, stop))
-        return real_read_rows(matrix, start, stop)
-
-    def no_full_read(*args, **kwargs):
-        raise AssertionError("a streamed file was read whole")
-
-    monkeypatch.setattr(screformer.data._streaming, "read_rows", recording_read_rows)
-    monkeypatch.setattr(ad, "read_h5ad", no_full_read)
     config = ReformerConfig(n_genes=len(panel), token_mode="expressed")
     sources = open_sources([path], panel, sample_rows=16)  # values' kind from 16 rows
     stream = H5adCellStream(
@@ -89,7 +77,7 @@ def test_stream_reads_only_chunks_and_matches_prepare(tmp_path, monkeypatch, den
     )
     batches = list(stream)
 
-    assert reads and all(stop - start <= 16 for start, stop in reads)
+    assert recorded_reads and all(stop - start <= 16 for start, stop in recorded_reads)
     assert len(batches) == len(stream) == stream.n_cells // 8
     cells = np.concatenate([b["cell"].numpy() for b in batches])
     assert len(set(cells)) == len(cells)  # each cell once

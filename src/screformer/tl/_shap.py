@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..data import tokenize
 from ..model import SCReformer
-from ..pp import bin_expression
+from ..pp import bin_matrix
 
 
 class _ClassLogit(nn.Module):
@@ -198,7 +198,9 @@ def _explain_cell(module, config, x, background_X, class_index, nsamples, batch_
         identity = embedding.identity(gene_ids)
         cell = identity + embedding.bin(tokens["bins"].to(device))
         # The background cells' expression of this cell's genes, as bins (one cell: no padding).
-        bg_bins = bin_expression(background_X[:, genes].toarray(), config.top_bin)
+        # Binned on the background cells' whole rows (relative bins depend on the whole cell).
+        bg_bins = bin_matrix(background_X, config.value_encoding, config.top_bin)
+        bg_bins = bg_bins[:, genes].toarray()
         bg_bins = torch.from_numpy(bg_bins).to(device)
         expression = embedding.bin(bg_bins)
         if config.token_mode == "expressed":  # bin 0 is no token there: no expression signal
