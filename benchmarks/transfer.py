@@ -415,6 +415,11 @@ def markdown(s: dict) -> str:
         n = len(s["results"][stage])
         cells = [f"{values[m]:.3f}" if m in values else "" for m in methods]
         lines.append(f"| {stage} | {n} | " + " | ".join(cells) + " |")
+    every = [r for rows in s["results"].values() for r in rows]
+    overall = [np.mean([r[m]["macro_f1"] for r in every if m in r]) for m in methods]
+    lines.append(
+        f"| **all** | {len(every)} | " + " | ".join(f"**{v:.3f}**" for v in overall) + " |"
+    )
     default = "relative+augment"
     if default in methods:
         lines += ["", *targets(s, default)]
