@@ -12,13 +12,12 @@ import h5py
 import numpy as np
 import pandas as pd
 from anndata.io import read_elem, write_elem
-from scipy import sparse
 from tqdm.auto import tqdm
 
 from .._io import atomic_write
 from ..data import _streaming
 from ..model import SCReformer
-from ..pp import PreparedData, to_panel
+from ..pp import PreparedData, detect_input, to_panel
 from ._annotate import UNASSIGNED, _call_labels, _drop_none
 
 logger = logging.getLogger("screformer")
@@ -214,12 +213,9 @@ def _obs_names(handle: h5py.File):
 
 
 def _check_values(rows, path: Path, start: int, stop: int) -> None:
-    """Fail on values that the first cells' check (``detect_input``) would have refused."""
-    values = np.asarray(rows.data if sparse.issparse(rows) else rows)
-    if values.dtype.kind == "f" and not np.isfinite(values).all():
-        raise ValueError(f"{path}: cells {start}-{stop - 1} hold NaN or infinite values.")
-    if values.size and values.min() < 0:
-        raise ValueError(
-            f"{path}: cells {start}-{stop - 1} hold negative values (scaled or centred data); "
-            "pass raw counts or log-normalised values (layer=...)."
-        )
+    """Fail on values that the first cells' check would have refused (NaN, infinite, negative),
+    with the same check (:func:`~screformer.pp.detect_input`), naming the cells."""
+    try:
+        detect_input(rows)
+    except ValueError as err:
+        raise ValueError(f"{path}, cells {start}-{stop - 1}: {err}") from err
