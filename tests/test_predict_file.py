@@ -148,6 +148,17 @@ def test_failure_midway_leaves_no_file(tmp_path, model, monkeypatch, suffix):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad"]
 
 
+def test_bad_values_in_a_later_chunk_are_refused(tmp_path, model):
+    query = _query()
+    X = query.X.toarray()
+    X[70, 5] = -1.0  # scaled data, past the first chunk that the input kind is detected on
+    query.X = sparse.csr_matrix(X)
+    query.write_h5ad(tmp_path / "in.h5ad")
+    with pytest.raises(ValueError, match="cells 64-89: .*negative values"):
+        tl.predict_file(model, tmp_path / "in.h5ad", tmp_path / "out.csv", chunk_size=32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad"]
+
+
 def test_bad_output_extension(tmp_path, model):
     _query().write_h5ad(tmp_path / "in.h5ad")
     with pytest.raises(ValueError, match=r"\.h5ad or \.csv"):
