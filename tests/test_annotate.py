@@ -44,6 +44,7 @@ def test_writes_exactly_the_documented_keys(counts_adata, tmp_path):
     assert uns["gene_overlap"]["n_found"] == 40
     assert uns["input_kind"] == "counts"
     assert uns["model_config"]["dim"] == 8
+    assert uns["versions"]["screformer"] == screformer.__version__ and "torch" in uns["versions"]
     prediction = counts_adata.obs["screformer_prediction"]
     assert list(prediction.cat.categories) == [*model.classes, UNASSIGNED]
     probabilities = counts_adata.obsm["screformer_probabilities"]

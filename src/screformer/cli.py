@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from ._io import atomic_write
+from ._keys import ResultKeys
 
 _GIVEN = argparse.SUPPRESS  # no default here: the called function's default applies
 
@@ -52,7 +53,7 @@ def _read_inputs(*paths):
 
 def _write_labelled(adata, args, key_added: str) -> int:
     write_h5ad_atomic(adata, args.out)
-    counts = adata.obs[f"{key_added}_prediction"].value_counts()
+    counts = adata.obs[ResultKeys(key_added).prediction].value_counts()
     print(f"Wrote {args.out}: {adata.n_obs} cells labelled.\n{counts.to_string()}")
     return 0
 
@@ -165,7 +166,7 @@ def _demo(args) -> int:
     model = None if args.model.lower() == "none" else args.model
     print(f"Fine-tuning {'from scratch' if model is None else f'the pretrained model {model!r}'}.")
     tl.annotate(adata, "training_labels", model=model, **_train_kwargs(args))
-    predicted = adata.obs["screformer_prediction"].astype(str).to_numpy()
+    predicted = adata.obs[ResultKeys().prediction].astype(str).to_numpy()
     assigned = hidden & (predicted != tl.UNASSIGNED)
     print(
         f"Held-out cells: accuracy {np.mean(predicted[hidden] == truth[hidden]):.3f} "

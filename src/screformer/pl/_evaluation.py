@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from sklearn import metrics
 
 from .._docs import doc_params
+from .._keys import ResultKeys
 from ..tl._evaluate import _compute_evaluation
 from ._utils import save_show_or_return
 
@@ -116,8 +117,9 @@ def roc(
     result = _compute_evaluation(adata, truth_key, key_added)
     known = adata.obs[truth_key].notna().to_numpy()
     truth = adata.obs[truth_key].astype(str).to_numpy()[known]
-    probabilities = np.asarray(adata.obsm[f"{key_added}_probabilities"])[known]
-    classes = list(adata.uns[key_added]["classes"])
+    keys = ResultKeys(key_added)
+    probabilities = np.asarray(adata.obsm[keys.probabilities])[known]
+    classes = list(adata.uns[keys.uns]["classes"])
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.5, 5))
     else:

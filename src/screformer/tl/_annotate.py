@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._keys import ResultKeys
 from ..model import SCReformer
 from ..module import ReformerConfig
 from ..pp import data_gene_names, prepare, unique_panel
@@ -100,7 +101,8 @@ def annotate(
         cells x classes probabilities, columns in the order of ``uns["screformer"]["classes"]``;
     ``adata.uns["screformer"]``
         ``params``, ``classes``, ``gene_overlap`` (panel genes found), ``model_config``,
-        ``input_kind`` and ``n_unassigned``; with ``uhaf_organ`` also ``uhaf`` (organ, tier,
+        ``input_kind``, ``n_unassigned`` and ``versions`` (of screformer and torch); with
+        ``uhaf_organ`` also ``uhaf`` (organ, tier,
         version and the label -> uHAF type mapping);
     ``adata.obs[f"{labels_key}_uhaf_tier{uhaf_tier}"]``
         with ``uhaf_organ``, when the labels are ``adata``'s own: each cell's known label mapped
@@ -185,29 +187,25 @@ def annotate(
 
     # ---- write, last
     target = adata.copy() if copy else adata
-    target.obs[f"{key_added}_prediction"] = pd.Categorical(
+    keys = ResultKeys(key_added)
+    target.obs[keys.prediction] = pd.Categorical(
         prediction, categories=[*model.classes, UNASSIGNED]
     )
-    target.obs[f"{key_added}_confidence"] = confidence
-    target.obsm[f"{key_added}_probabilities"] = probabilities
-    target.uns[key_added] = _drop_none(
+    target.obs[keys.confidence] = confidence
+    target.obsm[keys.probabilities] = probabilities
+    target.uns[keys.uns] = run_record(
+        model,
         {
-            "params": {
-                "labels_key": labels_key,
-                "reference": reference is not None,
-                "unassigned_threshold": unassigned_threshold,
-                "unlabeled_category": unlabeled_category,
-                "layer": layer,
-                "gene_symbols": gene_symbols,
-                **model.train_params_,
-                **({"pretrained": model.pretrained_} if model.pretrained_ else {}),
-            },
-            "classes": list(model.classes),
-            "gene_overlap": prepared.alignment.report(),
-            "model_config": model.config.to_dict(),
-            "input_kind": prepared.input_kind,
-            "n_unassigned": int((prediction == UNASSIGNED).sum()),
-        }
+            "labels_key": labels_key,
+            "reference": reference is not None,
+            "unassigned_threshold": unassigned_threshold,
+            "unlabeled_category": unlabeled_category,
+            "layer": layer,
+            "gene_symbols": gene_symbols,
+        },
+        prepared.alignment,
+        prepared.input_kind,
+        int((prediction == UNASSIGNED).sum()),
     )
     if uhaf is not None:
         target.uns[key_added]["uhaf"] = {
@@ -297,6 +295,31 @@ def _uhaf_mapping(labels: pd.Series, unlabeled_category, organ, tier, mapping):
             + ". Name their uHAF types with uhaf_mapping={label: type}."
         )
     return result
+
+
+def run_record(model, params: dict, alignment, input_kind, n_unassigned: int) -> dict:
+    """What ``uns[key_added]`` records of a labelling run (entries that are None left out)."""
+    pretrained = {"pretrained": model.pretrained_} if model.pretrained_ else {}
+    return _drop_none(
+        {
+            "params": {**params, **model.train_params_, **pretrained},
+            "classes": list(model.classes),
+            "gene_overlap": alignment.report(),
+            "model_config": model.config.to_dict(),
+            "input_kind": input_kind,
+            "n_unassigned": int(n_unassigned),
+            "versions": versions(),
+        }
+    )
+
+
+def versions() -> dict[str, str]:
+    """The versions of screformer and torch that made a result (stored in ``uns``)."""
+    import torch
+
+    from .. import __version__
+
+    return {"screformer": str(__version__), "torch": str(torch.__version__)}
 
 
 def _call_labels(probabilities: np.ndarray, classes, threshold: float, empty: np.ndarray):

@@ -9,6 +9,7 @@ from sklearn import metrics
 from sklearn.model_selection import StratifiedKFold
 
 from .._docs import doc_params
+from .._keys import ResultKeys
 from ._annotate import UNASSIGNED
 
 
@@ -54,16 +55,17 @@ def evaluate(adata: AnnData, truth_key: str, key_added: str = "screformer") -> d
 
 def _compute_evaluation(adata: AnnData, truth_key: str, key_added: str = "screformer") -> dict:
     """What :func:`evaluate` returns, computed without writing into ``adata``."""
-    prediction_key = f"{key_added}_prediction"
-    if prediction_key not in adata.obs or key_added not in adata.uns:
+    keys = ResultKeys(key_added)
+    prediction_key = keys.prediction
+    if prediction_key not in adata.obs or keys.uns not in adata.uns:
         raise KeyError(f"No screformer results under key_added={key_added!r}: run tl.annotate.")
     if truth_key not in adata.obs:
         raise KeyError(f"truth_key={truth_key!r} is not a column of adata.obs.")
     known = adata.obs[truth_key].notna().to_numpy()
     truth = adata.obs[truth_key].astype(str).to_numpy()[known]
     predicted = adata.obs[prediction_key].astype(str).to_numpy()[known]
-    classes = list(adata.uns[key_added]["classes"])
-    probabilities = np.asarray(adata.obsm[f"{key_added}_probabilities"])[known]
+    classes = list(adata.uns[keys.uns]["classes"])
+    probabilities = np.asarray(adata.obsm[keys.probabilities])[known]
 
     true_classes = sorted(set(truth))
     precision, recall, f1, support = metrics.precision_recall_fscore_support(

@@ -15,10 +15,11 @@ from anndata.io import read_elem, write_elem
 from tqdm.auto import tqdm
 
 from .._io import atomic_write
+from .._keys import ResultKeys
 from ..data import _streaming
 from ..model import SCReformer
 from ..pp import PreparedData, detect_input, to_panel
-from ._annotate import UNASSIGNED, _call_labels, _drop_none
+from ._annotate import UNASSIGNED, _call_labels, run_record
 
 logger = logging.getLogger("screformer")
 
@@ -113,7 +114,8 @@ def predict_file(
         raise ValueError(f"{path} has no cells.")
     classes = list(model.classes)
     categories = [*classes, UNASSIGNED]
-    columns = [f"{key_added}_prediction", f"{key_added}_confidence"]
+    keys = ResultKeys(key_added)
+    columns = [keys.prediction, keys.confidence]
 
     def predictions(handle: h5py.File):
         """(obs_names, labels, confidence, probabilities) of each chunk of cells, in order."""
@@ -160,22 +162,17 @@ def predict_file(
     n_unassigned = int(counts[UNASSIGNED])
 
     if suffix == ".h5ad":
-        uns = _drop_none(
+        uns = run_record(
+            model,
             {
-                "params": {
-                    "unassigned_threshold": unassigned_threshold,
-                    "layer": layer,
-                    "gene_symbols": gene_symbols,
-                    "chunk_size": chunk_size,
-                    **model.train_params_,
-                    **({"pretrained": model.pretrained_} if model.pretrained_ else {}),
-                },
-                "classes": classes,
-                "gene_overlap": source.alignment.report(),
-                "model_config": model.config.to_dict(),
-                "input_kind": source.input_kind,
-                "n_unassigned": n_unassigned,
-            }
+                "unassigned_threshold": unassigned_threshold,
+                "layer": layer,
+                "gene_symbols": gene_symbols,
+                "chunk_size": chunk_size,
+            },
+            source.alignment,
+            source.input_kind,
+            n_unassigned,
         )
         with atomic_write(out) as tmp:
             shutil.copyfile(path, tmp)  # streamed: memory does not grow with the file
@@ -187,7 +184,7 @@ def predict_file(
                 for group in ("obsm", "uns"):
                     if group not in handle:
                         write_elem(handle, group, {})
-                write_elem(handle["obsm"], f"{key_added}_probabilities", probabilities_all)
+                write_elem(handle["obsm"], keys.probabilities, probabilities_all)
                 write_elem(handle["uns"], key_added, uns)
 
     seconds = time.perf_counter() - start_time
