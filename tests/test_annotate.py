@@ -9,7 +9,7 @@ from screformer.tl import UNASSIGNED
 from .conftest import TINY, TINY_TRAIN, make_counts
 
 KEYS = {
-    "obs": {"screformer_prediction", "screformer_confidence"},
+    "obs": {"screformer_prediction", "screformer_confidence", "screformer_novelty"},
     "obsm": {"screformer_probabilities"},
     "uns": {"screformer"},
 }
@@ -85,8 +85,8 @@ def test_reference_and_copy(counts_adata):
     query = counts_adata[:, ::-1].copy()  # other gene order
     del query.obs["cell_type"]
     before = _keys(query)
-    out = _annotate(query, "cell_type", reference=reference, copy=True)
-    assert isinstance(out, ad.AnnData)
+    out, model = _annotate(query, "cell_type", reference=reference, copy=True)
+    assert isinstance(out, ad.AnnData) and model.is_trained_
     assert _keys(query) == before  # copy=True leaves the input alone
     assert "screformer_prediction" in out.obs
     assert out.uns["screformer"]["params"]["reference"]
@@ -159,7 +159,7 @@ def _heart_like(adata):
     return adata
 
 
-def test_uhaf_first_tier_training(counts_adata):
+def test_uhaf_both_levels_from_one_model(counts_adata, tmp_path):
     adata = _heart_like(counts_adata)
     # No dropout and a higher learning rate: the tiny model then learns these cells reliably.
     model = screformer.tl.annotate(
@@ -167,19 +167,36 @@ def test_uhaf_first_tier_training(counts_adata):
         "cell_type",
         uhaf_organ="Heart",
         unassigned_threshold=0,
+        novelty_threshold=None,
         config=TINY | dict(gene_dropout=0.0, head_dropout=0.0),
         **(TINY_TRAIN | dict(max_epochs=10, lr=1e-2)),
     )
-    assert model.classes == ["Cardiomyocyte cell", "Fibroblast"]
+    assert model.classes == ["Atrial_Cardiomyocyte", "Fibroblasts", "Ventricular_Cardiomyocyte"]
     tier = adata.obs["cell_type_uhaf_tier1"].astype(str)
     assert set(tier) == {"Cardiomyocyte cell", "Fibroblast"}
     assert (tier[adata.obs["cell_type"] == "Atrial_Cardiomyocyte"] == "Cardiomyocyte cell").all()
-    predicted = adata.obs["screformer_prediction"].astype(str)
+    predicted = adata.obs["screformer_uhaf_tier1_prediction"].astype(str)
     assert set(predicted) <= {"Cardiomyocyte cell", "Fibroblast"}
     assert (predicted == tier).mean() > 0.9  # fibroblasts are separable by their markers
+    # Both levels from one model: the fine call always lies within the tier call.
+    fine = adata.obs["screformer_prediction"].astype(str)
+    assigned = fine != UNASSIGNED
+    assert (fine[assigned].map(model.uhaf_["mapping"]) == predicted[assigned]).all()
+    tier_probabilities = adata.obsm["screformer_uhaf_tier1_probabilities"]
+    np.testing.assert_allclose(tier_probabilities.sum(1), 1, rtol=1e-5)
+    cardio = adata.obsm["screformer_probabilities"][:, [0, 2]].sum(1)
+    np.testing.assert_allclose(tier_probabilities[:, 0], cardio, rtol=1e-5)
+    assert adata.uns["screformer_uhaf_tier1"]["classes"] == ["Cardiomyocyte cell", "Fibroblast"]
     uns = adata.uns["screformer"]["uhaf"]
     assert uns["organ"] == "Heart" and uns["tier"] == 1
     assert uns["mapping"]["Ventricular_Cardiomyocyte"] == "Cardiomyocyte cell"
+    # The mapping travels with the model: a saved and reloaded model writes both levels.
+    model.save(tmp_path / "m")
+    query = adata.copy()
+    screformer.tl.annotate(query, model=str(tmp_path / "m"), unassigned_threshold=0)
+    assert (query.obs["screformer_uhaf_tier1_prediction"].astype(str) == predicted).mean() > 0.9
+    evaluation = screformer.tl.evaluate(query, "cell_type_uhaf_tier1", "screformer_uhaf_tier1")
+    assert evaluation["accuracy"] > 0.9
 
 
 def test_uhaf_unmapped_label_fails_before_training(counts_adata):
@@ -194,9 +211,88 @@ def test_uhaf_unmapped_label_fails_before_training(counts_adata):
     model = _annotate(
         adata, "cell_type", uhaf_organ="Heart", uhaf_mapping={"Blob cells": "Fibroblast"}
     )
-    assert model.classes == ["Cardiomyocyte cell", "Fibroblast"]
+    assert model.uhaf_["mapping"]["Blob cells"] == "Fibroblast"
 
 
 def test_uhaf_with_a_trained_model_is_refused(counts_adata):
     with pytest.raises(ValueError, match="uhaf_organ"):
         screformer.tl.annotate(counts_adata, model="somewhere", uhaf_organ="Heart")
+
+
+def test_majority_voting_takes_each_clusters_most_common_call(counts_adata):
+    counts_adata.obs["clusters"] = np.repeat(["a", "b", "c"], 20)[: counts_adata.n_obs]
+    _annotate(counts_adata, "cell_type", majority_voting=True, over_clustering="clusters")
+    obs = counts_adata.obs
+    assert (obs["screformer_over_clustering"].astype(str) == obs["clusters"]).all()
+    for _, cells in obs.groupby("clusters", observed=True):
+        calls = cells["screformer_prediction"].astype(str)
+        voted = set(cells["screformer_majority_voting"].astype(str))
+        assert voted == {calls.value_counts().sort_index().idxmax()}
+    assert counts_adata.uns["screformer"]["params"]["majority_voting"]
+
+
+def test_majority_voting_clusters_when_no_clustering_is_given(counts_adata):
+    _annotate(counts_adata, "cell_type", majority_voting=True)
+    clusters = counts_adata.obs["screformer_over_clustering"]
+    assert 1 < clusters.nunique() < counts_adata.n_obs
+    assert counts_adata.obs["screformer_majority_voting"].notna().all()
+
+
+def test_majority_voting_needs_a_real_column(counts_adata):
+    with pytest.raises(KeyError, match="over_clustering='nope'"):
+        _annotate(counts_adata, "cell_type", majority_voting=True, over_clustering="nope")
+    assert "screformer" not in counts_adata.uns
+
+
+def test_novelty_calls_cells_unlike_any_training_type_unassigned():
+    # Four types with strong markers over a weak background; the fourth is never labelled.
+    rng = np.random.default_rng(0)
+    types = np.repeat(["alpha", "beta", "gamma", "delta"], [40, 40, 40, 5])
+    rate = np.full((len(types), 40), 0.3)
+    for k, t in enumerate(["alpha", "beta", "gamma", "delta"]):
+        rate[types == t, 10 * k : 10 * k + 10] = 40.0
+    query = ad.AnnData(sparse.csr_matrix(rng.poisson(rate).astype(np.float32)))
+    query.var_names = [f"GENE{j}" for j in range(40)]
+    order = np.r_[120:125, 0:120]  # the delta cells first
+    query = query[order].copy()
+    query.obs["cell_type"] = np.where(types[order] == "delta", "Unknown", types[order])
+    counts_adata = query.copy()
+    # A model that learns these cells (as in the uHAF test): validation calls are then right.
+    learn = dict(config=TINY | dict(gene_dropout=0.0, head_dropout=0.0), max_epochs=10, lr=1e-2)
+
+    def _annotate(adata, *args, **kwargs):
+        return screformer.tl.annotate(adata, *args, **(TINY_TRAIN | learn | kwargs))
+
+    _annotate(query, "cell_type", unassigned_threshold=0)
+    novelty = query.obs["screformer_novelty"].to_numpy()
+    assert ((novelty >= 0) & (novelty <= 1)).all()
+    assert (novelty[:5] == 1).all() and np.median(novelty[5:]) < 0.9
+    assert (query.obs["screformer_prediction"][:5] == UNASSIGNED).all()
+    assert query.uns["screformer"]["params"]["novelty_threshold"] == 0.99
+
+    # With a reference ("auto": off) the score is written but calls nothing Unassigned.
+    reference = counts_adata.copy()
+    query.obs = query.obs.drop(columns="cell_type")
+    _annotate(query, "cell_type", reference=reference, unassigned_threshold=0, key_added="ref")
+    assert (query.obs["ref_novelty"][:5] == 1).all()
+    assert not (query.obs["ref_prediction"] == UNASSIGNED).any()
+    assert "novelty_threshold" not in query.uns["ref"]["params"]
+
+
+def test_annotation_result_writes_only_into_its_own_cells(counts_adata):
+    from screformer.tl import AnnotationResult
+
+    model = _annotate(counts_adata, "cell_type")
+    prepared = model.prepare(counts_adata)
+    from screformer.tl._annotate import label_cells
+
+    result = label_cells(model, prepared, counts_adata.obs_names, 0.5, None, "screformer")
+    assert isinstance(result, AnnotationResult)
+    assert list(result.probabilities.columns) == model.classes
+    assert list(result.predictions.columns) == [
+        "screformer_prediction",
+        "screformer_confidence",
+        "screformer_novelty",
+    ]
+    with pytest.raises(ValueError, match="not the cells"):
+        result.to_adata(counts_adata[::-1].copy())

@@ -27,10 +27,20 @@ def test_annotate_writes_output_and_model(tmp_path, capsys):
         "2",
         "--save-model",
         model,
+        "--majority-voting",
+        "--novelty-threshold",
+        "none",
     )
     assert code == 0
     annotated = ad.read_h5ad(out)
-    assert {"screformer_prediction", "screformer_confidence"} <= set(annotated.obs)
+    assert {
+        "screformer_prediction",
+        "screformer_confidence",
+        "screformer_novelty",
+        "screformer_majority_voting",
+        "screformer_over_clustering",
+    } <= set(annotated.obs)
+    assert "novelty_threshold" not in annotated.uns["screformer"]["params"]
     assert (tmp_path / "model" / "model.pt").exists()
     assert "cells labelled" in capsys.readouterr().out
     # Reuse the saved model on new data.

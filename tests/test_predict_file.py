@@ -47,7 +47,8 @@ def _dense(X) -> np.ndarray:
 
 
 def _expected(model, adata) -> ad.AnnData:
-    return tl.annotate(adata, model=model, copy=True)
+    annotated, _ = tl.annotate(adata, model=model, copy=True)
+    return annotated
 
 
 @pytest.mark.parametrize("dense", [False, True])
@@ -78,6 +79,9 @@ def test_h5ad_and_csv_match_annotate_and_read_in_chunks(
         out.obs["screformer_confidence"], expected.obs["screformer_confidence"], atol=1e-5
     )
     np.testing.assert_allclose(out.obsm["screformer_probabilities"], want_proba, atol=1e-5)
+    np.testing.assert_allclose(
+        out.obs["screformer_novelty"], expected.obs["screformer_novelty"], atol=1e-5
+    )
     np.testing.assert_array_equal(_dense(out.X), _dense(query.X))  # the input's data kept
     uns, want_uns = out.uns["screformer"], expected.uns["screformer"]
     assert list(uns["classes"]) == model.classes
@@ -90,6 +94,7 @@ def test_h5ad_and_csv_match_annotate_and_read_in_chunks(
     assert list(table.columns) == [
         "screformer_prediction",
         "screformer_confidence",
+        "screformer_novelty",
         *model.classes,
     ]
     assert table.index.equals(query.obs_names)

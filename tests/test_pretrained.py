@@ -51,7 +51,7 @@ def test_download_then_cache_hit_offline(server, checkpoint, counts_adata, monke
 
     (served / "tiny.pt").unlink()  # the server no longer has it: the cache answers
     monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
-    again = screformer.tl.annotate(counts_adata, model="tiny", copy=True)
+    again, _ = screformer.tl.annotate(counts_adata, model="tiny", copy=True)
     assert hits == ["/tiny.pt"]
     assert "screformer_prediction" in again.obs
     counts_adata.write_h5ad(tmp_path / "cells.h5ad")

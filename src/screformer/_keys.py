@@ -35,6 +35,21 @@ class ResultKeys:
         return f"{self.key_added}_probabilities"
 
     @property
+    def novelty(self) -> str:
+        """``obs`` column of the novelty score (0-1: how unlike its type's training cells)."""
+        return f"{self.key_added}_novelty"
+
+    @property
+    def over_clustering(self) -> str:
+        """``obs`` column of the over-clustering that majority voting used."""
+        return f"{self.key_added}_over_clustering"
+
+    @property
+    def majority_voting(self) -> str:
+        """``obs`` column of each cell's cluster's most common prediction."""
+        return f"{self.key_added}_majority_voting"
+
+    @property
     def uns(self) -> str:
         """``uns`` key of the run's record."""
         return self.key_added

@@ -33,6 +33,10 @@ def _given(args, *names: str) -> dict:
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
+def _threshold(value: str) -> float | None:
+    return None if value.lower() == "none" else float(value)
+
+
 def _default(fn, name: str):
     """The keyword default of ``fn``'s parameter ``name``."""
     return inspect.signature(fn).parameters[name].default
@@ -59,7 +63,7 @@ def _write_labelled(adata, args, key_added: str) -> int:
 
 
 def _query_kwargs(args) -> dict:
-    kwargs = _given(args, "key_added", "layer", "gene_symbols")
+    kwargs = _given(args, "key_added", "layer", "gene_symbols", "novelty_threshold")
     if hasattr(args, "threshold"):
         kwargs["unassigned_threshold"] = args.threshold
     return kwargs
@@ -75,6 +79,7 @@ def _annotate(args) -> int:
         reference=reference,
         model=args.model,
         **_query_kwargs(args),
+        **_given(args, "majority_voting", "over_clustering"),
         **_train_kwargs(args),
     )
     if args.save_model:
@@ -226,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             help="confidence below which a cell is Unassigned (default: tl.annotate's)",
         )
+        p.add_argument(
+            "--novelty-threshold",
+            type=_threshold,
+            help="novelty above which a cell is Unassigned; 'none' never (default: "
+            "tl.annotate's: 0.99 when trained on the input's own labels, else none)",
+        )
         p.add_argument("--layer", help="layer with counts (default X)")
         p.add_argument("--gene-symbols", help="var column with gene symbols (default var_names)")
         p.add_argument("--key-added", help="prefix of the obs columns written (screformer)")
@@ -242,6 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrained encoder to start from: registered name (default) or path",
     )
     p.add_argument("--save-model", default=None, help="folder to save the trained model to")
+    p.add_argument(
+        "--majority-voting",
+        action="store_true",
+        help="also write each over-clustering cluster's most common label (as CellTypist)",
+    )
+    p.add_argument("--over-clustering", help="obs column of clusters to vote in (default: Leiden)")
     training_options(p)
     p.set_defaults(run=_annotate)
 

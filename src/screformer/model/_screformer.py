@@ -34,6 +34,7 @@ from ..module import ReformerConfig, SCReformerModule
 from ..pp import PreparedData, data_gene_names, prepare, unique_panel
 from ..pp._genes import normalize_gene_name
 from ..train import ClassifierTrainingPlan, RestoreBestWeights, fit_temperature
+from ._novelty import NoveltyReference
 
 logger = logging.getLogger("screformer")
 
@@ -140,6 +141,13 @@ class SCReformer(BaseModelClass):
         self.pretrained_: dict | None = None
         # Divides the logits before the softmax; fitted by train(calibrate=True).
         self.temperature_: float = 1.0
+        # Training cells in PCA space, for novelty scores (fitted by train on validation cells).
+        self.novelty_: NoveltyReference | None = None
+        # uHAF types above the classes ({"organ", "tier", "version", "mapping"}), set by
+        # tl.annotate(uhaf_organ=...): predictions are also written at that tier.
+        self.uhaf_: dict | None = None
+        # A bundled classifier's model card (training data, classes, measured accuracy).
+        self.card_: dict | None = None
         self._model_summary_string = (
             f"SCReformer: {len(self.gene_panel)} panel genes, {len(self.classes)} classes, "
             f"token_mode={config.token_mode}, dim={config.dim}, depth={config.depth}, "
@@ -402,12 +410,17 @@ class SCReformer(BaseModelClass):
             )
             runner()
         self.temperature_ = 1.0
-        if calibrate:
-            if len(val_idx) == 0:
-                raise ValueError("calibrate=True needs validation cells (validation_size > 0).")
+        if calibrate and len(val_idx) == 0:
+            raise ValueError("calibrate=True needs validation cells (validation_size > 0).")
+        self.novelty_ = None
+        if len(val_idx):
             logits = self._run(X[val_idx], self.module, batch_size=64)
-            self.temperature_ = fit_temperature(
-                torch.from_numpy(logits), torch.from_numpy(labels[val_idx])
+            if calibrate:
+                self.temperature_ = fit_temperature(
+                    torch.from_numpy(logits), torch.from_numpy(labels[val_idx])
+                )
+            self.novelty_ = NoveltyReference.fit(
+                X, labels, train_idx, val_idx, logits.argmax(1), seed=seed
             )
         self.gene_overlap_ = prepared.alignment.report()
         self.train_params_ = params | dict(
@@ -523,6 +536,8 @@ class SCReformer(BaseModelClass):
             is_trained=bool(self.is_trained_),
             gene_overlap=self.gene_overlap_,
             temperature=float(self.temperature_),
+            novelty=None if self.novelty_ is None else self.novelty_.to_checkpoint(),
+            uhaf=self.uhaf_,
         )
         if save_anndata:
             with atomic_write(data_file) as tmp:
@@ -624,6 +639,10 @@ class SCReformer(BaseModelClass):
         model.is_trained_ = payload["is_trained"]
         model.gene_overlap_ = payload["gene_overlap"]
         model.temperature_ = float(payload.get("temperature", 1.0))
+        if payload.get("novelty") is not None:
+            model.novelty_ = NoveltyReference.from_checkpoint(payload["novelty"])
+        model.uhaf_ = payload.get("uhaf")
+        model.card_ = payload.get("card")
         model._to_device(accelerator, device)
         return model
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 import os
 
-import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._keys import ResultKeys
 from ..model import SCReformer
 from ..module import ReformerConfig
-from ..pp import data_gene_names, prepare, unique_panel
+from ..pp import PreparedData, data_gene_names, prepare, unique_panel
 from ..pp._genes import normalize_gene_name
 from ..uhaf import UHAF_VERSION, map_labels
+from ._result import UNASSIGNED, AnnotationResult, Level, uhaf_levels
+from ._voting import majority_vote, over_cluster
 
 logger = logging.getLogger("screformer")
 
-UNASSIGNED = "Unassigned"
+# Novelty above which a cell is Unassigned when the model is trained on the query's own cells:
+# beyond 99% of the validation cells, so about 1% of cells of known types are lost to it.
+NOVELTY_THRESHOLD = 0.99
 
 
 def annotate(
@@ -29,6 +31,9 @@ def annotate(
     model: SCReformer | str | os.PathLike | None = None,
     key_added: str = "screformer",
     unassigned_threshold: float = 0.5,
+    novelty_threshold: float | str | None = "auto",
+    majority_voting: bool = False,
+    over_clustering: str | None = None,
     unlabeled_category: str = "Unknown",
     layer: str | None = None,
     gene_symbols: str | None = None,
@@ -38,7 +43,7 @@ def annotate(
     uhaf_mapping: dict[str, str] | None = None,
     copy: bool = False,
     **train_kwargs,
-) -> SCReformer | AnnData:
+) -> SCReformer | tuple[AnnData, SCReformer]:
     """Label the cells of ``adata`` with cell types.
 
     Fine-tunes a screformer model on labelled cells, either the labelled cells of ``adata``
@@ -67,6 +72,23 @@ def annotate(
     unassigned_threshold
         Cells whose best probability is below this are called ``"Unassigned"`` (scBERT: 0.5);
         0 assigns every cell.
+    novelty_threshold
+        Cells whose novelty score (0-1: the share of the validation cells that lie nearer to
+        their type's training cells, see :class:`~screformer.model.NoveltyReference`) is above
+        this are called ``"Unassigned"`` too: cells of a type the model was not trained on.
+        ``"auto"``: 0.99 when the model is trained on ``adata``'s own labelled cells, off (None)
+        for a ``reference`` or a trained ``model``, where the score is still written. Across
+        studies the distances move with the technology and the calibration does not hold: on
+        eight of the transfer benchmark's tasks, 2-100% of cells of known types lay beyond the
+        reference's 0.99 (docs: interpretation).
+    majority_voting
+        Also write each cell's over-clustering cluster and its cluster's most common prediction
+        (CellTypist's majority voting), which smooths single-cell errors within a cluster.
+    over_clustering
+        ``obs`` column of clusters to vote in; default: Leiden clusters computed here on the
+        cells' neighbour graph (``obsp["connectivities"]`` when ``adata`` has one, else one
+        from a PCA of the panel genes), at a resolution that grows with the number of cells as
+        in CellTypist.
     unlabeled_category
         Label that marks unlabelled cells in ``labels_key``.
     layer, gene_symbols
@@ -76,21 +98,21 @@ def annotate(
         Model architecture: a :class:`~screformer.module.ReformerConfig` or a dict of its
         fields (``n_genes`` is set from the panel); default: the CPU default.
     uhaf_organ, uhaf_tier, uhaf_mapping
-        Train on and predict the uHAF types at ``uhaf_tier`` (1: first tier, e.g.
-        ``Cardiomyocyte cell``) of organ ``uhaf_organ`` instead of the labels themselves: each
-        label is mapped up the organ's uHAF tree (:func:`screformer.uhaf.map_labels`;
-        ``uhaf_mapping`` names labels the tree lacks). Fails, before training, listing any label
-        that cannot be mapped.
+        Also predict the uHAF types at ``uhaf_tier`` (1: first tier, e.g.
+        ``Cardiomyocyte cell``) of organ ``uhaf_organ``: each label is mapped up the organ's
+        uHAF tree (:func:`screformer.uhaf.map_labels`; ``uhaf_mapping`` names labels the tree
+        lacks), the model is trained on the labels and remembers the mapping. Fails, before
+        training, listing any label that cannot be mapped.
     copy
-        Return an annotated copy instead of writing into ``adata``.
+        Return ``(annotated copy, model)`` instead of writing into ``adata``.
     **train_kwargs
         Passed to :meth:`SCReformer.train` (``max_epochs``, ``lr``, ``batch_size``,
         ``accelerator``, ``seed``, ...).
 
     Returns
     -------
-    The trained model, or the annotated copy with ``copy=True``. Writes, with ``key_added``
-    ``"screformer"``:
+    The trained model, or ``(annotated copy, model)`` with ``copy=True``. Writes (through
+    :meth:`AnnotationResult.to_adata`), with ``key_added`` ``"screformer"``:
 
     ``adata.obs["screformer_prediction"]``
         categorical cell type, ``"Unassigned"`` under the threshold or for cells with no panel
@@ -99,6 +121,15 @@ def annotate(
         the best class probability;
     ``adata.obsm["screformer_probabilities"]``
         cells x classes probabilities, columns in the order of ``uns["screformer"]["classes"]``;
+    ``adata.obs["screformer_novelty"]``
+        the novelty score, when the model has validation cells to calibrate it;
+    ``adata.obs["screformer_over_clustering"]``, ``adata.obs["screformer_majority_voting"]``
+        with ``majority_voting``;
+    ``adata.obs["screformer_uhaf_tier1_prediction"]``, ``..._confidence``, ``adata.obsm[...
+    _probabilities]``, ``adata.uns["screformer_uhaf_tier1"]``
+        with ``uhaf_organ`` (or a model trained with it): the calls at the uHAF tier, whose
+        probabilities are sums of the classes'; the class is called within the called type,
+        so the two levels never disagree;
     ``adata.uns["screformer"]``
         ``params``, ``classes``, ``gene_overlap`` (panel genes found), ``model_config``,
         ``input_kind``, ``n_unassigned`` and ``versions`` (of screformer and torch); with
@@ -124,6 +155,10 @@ def annotate(
         raise ValueError("adata is a view; pass adata.copy(), or copy=True.")
     if not 0 <= unassigned_threshold <= 1:
         raise ValueError(f"unassigned_threshold must be in [0, 1], not {unassigned_threshold}.")
+    if novelty_threshold == "auto":
+        novelty_threshold = NOVELTY_THRESHOLD if labels_key and reference is None else None
+    if novelty_threshold is not None and not 0 <= novelty_threshold <= 1:
+        raise ValueError("novelty_threshold must be in [0, 1], 'auto' or None.")
     if not key_added:
         raise ValueError("key_added must be a non-empty string.")
     if isinstance(model, SCReformer) and (labels_key is not None or reference is not None):
@@ -134,92 +169,159 @@ def annotate(
         raise ValueError("uhaf_organ chooses the classes to train: it needs labels_key.")
     if config is not None and model is not None:
         raise ValueError("config describes a new model; a given model brings its own.")
-
-    uhaf = None
+    if over_clustering is not None and over_clustering not in adata.obs:
+        raise KeyError(f"over_clustering={over_clustering!r} is not a column of obs.")
 
     if labels_key is not None:
-        train_data = adata if reference is None else reference
-        work = _training_view(train_data, labels_key, unlabeled_category, layer, gene_symbols)
-        if uhaf_organ is not None:
-            uhaf = _uhaf_mapping(
-                work.obs[labels_key], unlabeled_category, uhaf_organ, uhaf_tier, uhaf_mapping
-            )
-            work.obs[labels_key] = work.obs[labels_key].map(lambda x: uhaf.mapped.get(x, x))
-        SCReformer.setup_anndata(
-            work,
-            labels_key=labels_key,
-            unlabeled_category=unlabeled_category,
-            layer=layer,
-            gene_symbols=gene_symbols,
+        model, prepared = _fit(
+            adata,
+            labels_key,
+            reference,
+            model,
+            config,
+            unlabeled_category,
+            layer,
+            gene_symbols,
+            uhaf_organ,
+            uhaf_tier,
+            uhaf_mapping,
+            train_kwargs,
         )
-        if model is None:
-            fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
-            fields.pop("n_genes", None)  # the panel decides
-            panel = None if reference is None else shared_genes(work, adata, gene_symbols)
-            model = SCReformer(work, gene_panel=panel, seed=train_kwargs.get("seed", 0), **fields)
-        else:
-            model = SCReformer.from_pretrained(model, work)
-            if model.is_trained_:
-                raise ValueError(
-                    "model is a trained classifier: to predict with it, leave labels_key out; "
-                    "to fine-tune, pass a pretrained encoder (e.g. model='default')."
-                )
-            if reference is not None:  # the encoder's panel is fixed: train on the shared genes
-                train_kwargs.setdefault("only_genes", data_gene_names(adata, gene_symbols))
-        # Fail on the query's genes or values now, not after training.
-        prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
-        model.train(**train_kwargs)
     else:
-        if model is None:
-            raise ValueError("Pass labels_key (the obs column with cell types), or a model.")
-        if train_kwargs:
-            raise ValueError(f"Training arguments {sorted(train_kwargs)} need labels_key.")
-        if not isinstance(model, SCReformer):
-            model = SCReformer.from_pretrained(model)
-        if not model.is_trained_:
-            raise ValueError("The model is not trained; pass labels_key to train it.")
-        prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
+        model, prepared = _load(adata, model, layer, gene_symbols, train_kwargs)
 
-    probabilities = model.predict_proba(prepared)
-    prediction, confidence = _call_labels(
-        probabilities, model.classes, unassigned_threshold, prepared.empty_cells
+    result = label_cells(
+        model, prepared, adata.obs_names, unassigned_threshold, novelty_threshold, key_added
     )
-
-    # ---- write, last
-    target = adata.copy() if copy else adata
-    keys = ResultKeys(key_added)
-    target.obs[keys.prediction] = pd.Categorical(
-        prediction, categories=[*model.classes, UNASSIGNED]
-    )
-    target.obs[keys.confidence] = confidence
-    target.obsm[keys.probabilities] = probabilities
-    target.uns[keys.uns] = run_record(
+    result.record = run_record(
         model,
         {
             "labels_key": labels_key,
             "reference": reference is not None,
             "unassigned_threshold": unassigned_threshold,
+            "novelty_threshold": novelty_threshold,
             "unlabeled_category": unlabeled_category,
             "layer": layer,
             "gene_symbols": gene_symbols,
+            "majority_voting": majority_voting,
         },
         prepared.alignment,
         prepared.input_kind,
-        int((prediction == UNASSIGNED).sum()),
+        int((result.cells.prediction == UNASSIGNED).sum()),
     )
+    if majority_voting:
+        if over_clustering is not None:
+            clusters = adata.obs[over_clustering].astype(str).to_numpy()
+        else:
+            clusters = over_cluster(prepared.X, adata.obsp.get("connectivities"))
+        result.over_clustering = clusters
+        result.majority_voting = majority_vote(result.cells.prediction, clusters)
+    if model.uhaf_ is not None and labels_key is not None and reference is None:
+        # The known labels at the uHAF tier, beside the prediction, to compare with it.
+        fine = adata.obs[labels_key].astype(object).map(model.uhaf_["mapping"])
+        result.extra_obs[f"{labels_key}_uhaf_tier{model.uhaf_['tier']}"] = pd.Categorical(
+            fine, categories=sorted(set(model.uhaf_["mapping"].values()))
+        )
+
+    # ---- write, last
+    target = result.to_adata(adata.copy() if copy else adata)
+    return (target, model) if copy else model
+
+
+def _fit(
+    adata,
+    labels_key,
+    reference,
+    model,
+    config,
+    unlabeled_category,
+    layer,
+    gene_symbols,
+    uhaf_organ,
+    uhaf_tier,
+    uhaf_mapping,
+    train_kwargs,
+) -> tuple[SCReformer, PreparedData]:
+    """Fine-tune a model on the labelled cells of ``reference`` (default: ``adata``); the
+    query's cells on its panel, checked before training."""
+    train_data = adata if reference is None else reference
+    work = _training_view(train_data, labels_key, unlabeled_category, layer, gene_symbols)
+    uhaf = None
+    if uhaf_organ is not None:
+        uhaf = _uhaf_mapping(
+            work.obs[labels_key], unlabeled_category, uhaf_organ, uhaf_tier, uhaf_mapping
+        )
+    SCReformer.setup_anndata(
+        work,
+        labels_key=labels_key,
+        unlabeled_category=unlabeled_category,
+        layer=layer,
+        gene_symbols=gene_symbols,
+    )
+    if model is None:
+        fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
+        fields.pop("n_genes", None)  # the panel decides
+        panel = None if reference is None else shared_genes(work, adata, gene_symbols)
+        model = SCReformer(work, gene_panel=panel, seed=train_kwargs.get("seed", 0), **fields)
+    else:
+        model = SCReformer.from_pretrained(model, work)
+        if model.is_trained_:
+            raise ValueError(
+                "model is a trained classifier: to predict with it, leave labels_key out; "
+                "to fine-tune, pass a pretrained encoder (e.g. model='default')."
+            )
+        if reference is not None:  # the encoder's panel is fixed: train on the shared genes
+            train_kwargs.setdefault("only_genes", data_gene_names(adata, gene_symbols))
+    # Fail on the query's genes or values now, not after training.
+    prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
+    model.train(**train_kwargs)
     if uhaf is not None:
-        target.uns[key_added]["uhaf"] = {
+        model.uhaf_ = {
             "organ": uhaf.organ,
             "tier": uhaf.tier,
             "version": UHAF_VERSION,
-            "mapping": uhaf.mapped,
+            "mapping": {c: uhaf.mapped.get(c, c) for c in model.classes},
         }
-        if reference is None:
-            fine = target.obs[labels_key].astype(object)
-            target.obs[f"{labels_key}_uhaf_tier{uhaf_tier}"] = pd.Categorical(
-                fine.map(uhaf.mapped), categories=sorted(set(uhaf.mapped.values()))
-            )
-    return target if copy else model
+    return model, prepared
+
+
+def _load(adata, model, layer, gene_symbols, train_kwargs) -> tuple[SCReformer, PreparedData]:
+    """A trained model (object, folder or name) and the query's cells on its panel."""
+    if model is None:
+        raise ValueError("Pass labels_key (the obs column with cell types), or a model.")
+    if train_kwargs:
+        raise ValueError(f"Training arguments {sorted(train_kwargs)} need labels_key.")
+    if not isinstance(model, SCReformer):
+        model = SCReformer.from_pretrained(model)
+    if not model.is_trained_:
+        raise ValueError("The model is not trained; pass labels_key to train it.")
+    return model, prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
+
+
+def label_cells(
+    model: SCReformer,
+    prepared: PreparedData,
+    obs_names,
+    unassigned_threshold: float,
+    novelty_threshold: float | None,
+    key_added: str,
+) -> AnnotationResult:
+    """The calls of a trained model for the prepared cells (the record is left empty): classes,
+    novelty and, when the model has one, the uHAF level."""
+    probabilities = model.predict_proba(prepared)
+    unassigned = prepared.empty_cells.copy()
+    novelty = None
+    if model.novelty_ is not None:
+        novelty = model.novelty_.score(prepared.X, probabilities.argmax(1))
+        if novelty_threshold is not None:
+            unassigned |= novelty > novelty_threshold
+    cells = Level.call(probabilities, model.classes, unassigned_threshold, unassigned)
+    uhaf = None
+    if model.uhaf_ is not None:
+        cells, uhaf = uhaf_levels(cells, model.uhaf_["mapping"], unassigned_threshold, unassigned)
+    return AnnotationResult(
+        pd.Index(obs_names), cells, {}, novelty=novelty, uhaf=uhaf, key_added=key_added
+    )
 
 
 MIN_SHARED_GENES = 50
@@ -309,6 +411,7 @@ def run_record(model, params: dict, alignment, input_kind, n_unassigned: int) ->
             "input_kind": input_kind,
             "n_unassigned": int(n_unassigned),
             "versions": versions(),
+            "uhaf": model.uhaf_,
         }
     )
 
@@ -320,13 +423,6 @@ def versions() -> dict[str, str]:
     from .. import __version__
 
     return {"screformer": str(__version__), "torch": str(torch.__version__)}
-
-
-def _call_labels(probabilities: np.ndarray, classes, threshold: float, empty: np.ndarray):
-    confidence = probabilities.max(1).astype(np.float32)
-    prediction = np.asarray(classes, dtype=object)[probabilities.argmax(1)]
-    prediction[(confidence < threshold) | empty] = UNASSIGNED
-    return prediction, confidence
 
 
 def _drop_none(d: dict) -> dict:

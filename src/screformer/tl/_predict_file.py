@@ -15,11 +15,11 @@ from anndata.io import read_elem, write_elem
 from tqdm.auto import tqdm
 
 from .._io import atomic_write
-from .._keys import ResultKeys
 from ..data import _streaming
 from ..model import SCReformer
 from ..pp import PreparedData, detect_input, to_panel
-from ._annotate import UNASSIGNED, _call_labels, run_record
+from ._annotate import label_cells, run_record
+from ._result import UNASSIGNED
 
 logger = logging.getLogger("screformer")
 
@@ -34,6 +34,7 @@ def predict_file(
     chunk_size: int = 4096,
     key_added: str = "screformer",
     unassigned_threshold: float = 0.5,
+    novelty_threshold: float | None = None,
     layer: str | None = None,
     gene_symbols: str | None = None,
 ) -> dict:
@@ -57,9 +58,10 @@ def predict_file(
         Where to write, by extension: ``.h5ad``, a copy of ``path`` with the keys of
         :func:`~screformer.tl.annotate` added (``obs[f"{key_added}_prediction"]``,
         ``obs[f"{key_added}_confidence"]``, ``obsm[f"{key_added}_probabilities"]``,
-        ``uns[key_added]``); ``.csv``, a table with one row per cell: ``cell`` (``obs_names``),
-        ``{key_added}_prediction``, ``{key_added}_confidence`` and one probability column per
-        class. The file is written beside ``out`` under a temporary name and renamed when
+        ``uns[key_added]``, and the novelty and uHAF keys when the model has them);
+        ``.csv``, a table with one row per cell: ``cell`` (``obs_names``), the ``obs`` columns
+        of :func:`~screformer.tl.annotate` and one probability column per class. The file is
+        written beside ``out`` under a temporary name and renamed when
         complete: a failure leaves no output.
     chunk_size
         Cells read from disk and predicted at once.
@@ -68,6 +70,10 @@ def predict_file(
     unassigned_threshold
         Cells whose best probability is below this are called ``"Unassigned"``, as are cells
         with no panel gene expressed.
+    novelty_threshold
+        Cells whose novelty score is above this are called ``"Unassigned"`` too (default: the
+        score is written but not used, as by :func:`~screformer.tl.annotate` with a trained
+        model).
     layer, gene_symbols
         Layer of ``path`` to read instead of ``X``; ``var`` column with gene symbols (default
         ``var_names``).
@@ -112,13 +118,9 @@ def predict_file(
     )
     if source.n_obs == 0:
         raise ValueError(f"{path} has no cells.")
-    classes = list(model.classes)
-    categories = [*classes, UNASSIGNED]
-    keys = ResultKeys(key_added)
-    columns = [keys.prediction, keys.confidence]
 
-    def predictions(handle: h5py.File):
-        """(obs_names, labels, confidence, probabilities) of each chunk of cells, in order."""
+    def results(handle: h5py.File):
+        """The :class:`AnnotationResult` of each chunk of cells, in order."""
         matrix = _streaming._matrix_element(handle, layer)
         names = _obs_names(handle)
         with tqdm(total=source.n_obs, unit="cell", desc="screformer", disable=None) as bar:
@@ -128,44 +130,40 @@ def predict_file(
                 _check_values(rows, path, start, stop)
                 X = to_panel(rows, source.input_kind, source.alignment)
                 prepared = PreparedData(X, source.alignment, source.input_kind)
-                probabilities = model.predict_proba(prepared).astype(np.float32, copy=False)
-                labels, confidence = _call_labels(
-                    probabilities, classes, unassigned_threshold, prepared.empty_cells
+                yield label_cells(
+                    model,
+                    prepared,
+                    names(start, stop),
+                    unassigned_threshold,
+                    novelty_threshold,
+                    key_added,
                 )
-                yield names(start, stop), labels, confidence, probabilities
                 bar.update(stop - start)
 
-    counts = pd.Series(0, index=categories)
+    counts = pd.Series(0, index=[*model.classes, UNASSIGNED])
+    tables, probabilities, uhaf_probabilities = [], [], []
     with h5py.File(path, "r") as handle:
         if suffix == ".csv":
             with atomic_write(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as table:
-                chunks = predictions(handle)
-                for k, (names, labels, confidence, probabilities) in enumerate(chunks):
-                    frame = pd.DataFrame(probabilities, columns=classes)
-                    frame.insert(0, "cell", names)
-                    frame.insert(1, columns[0], labels)
-                    frame.insert(2, columns[1], confidence)
-                    frame.to_csv(table, header=k == 0, index=False)
-                    counts += pd.Series(labels).value_counts().reindex(categories, fill_value=0)
+                for k, result in enumerate(results(handle)):
+                    frame = pd.concat([result.predictions, result.probabilities], axis=1)
+                    frame.to_csv(table, header=k == 0, index_label="cell")
+                    counts += result.cells.prediction_counts()
         else:
-            codes = np.empty(source.n_obs, dtype=np.int32)
-            confidence_all = np.empty(source.n_obs, dtype=np.float32)
-            probabilities_all = np.empty((source.n_obs, len(classes)), dtype=np.float32)
-            start = 0
-            for _, labels, confidence, probabilities in predictions(handle):
-                stop = start + len(labels)
-                codes[start:stop] = pd.Categorical(labels, categories=categories).codes
-                confidence_all[start:stop] = confidence
-                probabilities_all[start:stop] = probabilities
-                start = stop
-            counts = pd.Series(np.bincount(codes, minlength=len(categories)), index=categories)
+            for result in results(handle):
+                tables.append(result.predictions)
+                probabilities.append(result.cells.probabilities.astype(np.float32, copy=False))
+                if result.uhaf is not None:
+                    uhaf_probabilities.append(result.uhaf.probabilities.astype(np.float32))
+                counts += result.cells.prediction_counts()
     n_unassigned = int(counts[UNASSIGNED])
 
     if suffix == ".h5ad":
-        uns = run_record(
+        result.record = run_record(
             model,
             {
                 "unassigned_threshold": unassigned_threshold,
+                "novelty_threshold": novelty_threshold,
                 "layer": layer,
                 "gene_symbols": gene_symbols,
                 "chunk_size": chunk_size,
@@ -178,14 +176,21 @@ def predict_file(
             shutil.copyfile(path, tmp)  # streamed: memory does not grow with the file
             with h5py.File(tmp, "r+") as handle:
                 obs = read_elem(handle["obs"])
-                obs[columns[0]] = pd.Categorical.from_codes(codes, categories=categories)
-                obs[columns[1]] = confidence_all
+                for column, values in pd.concat(tables).items():
+                    obs[column] = values.set_axis(obs.index)
                 write_elem(handle, "obs", obs)
                 for group in ("obsm", "uns"):
                     if group not in handle:
                         write_elem(handle, group, {})
-                write_elem(handle["obsm"], keys.probabilities, probabilities_all)
-                write_elem(handle["uns"], key_added, uns)
+                keys = result.keys
+                write_elem(handle["obsm"], keys.probabilities, np.concatenate(probabilities))
+                write_elem(handle["uns"], keys.uns, result.record)
+                if uhaf_probabilities:
+                    uhaf_keys = result.uhaf_keys
+                    write_elem(
+                        handle["obsm"], uhaf_keys.probabilities, np.concatenate(uhaf_probabilities)
+                    )
+                    write_elem(handle["uns"], uhaf_keys.uns, result.uhaf_record)
 
     seconds = time.perf_counter() - start_time
     logger.info("Labelled %d cells of %s in %.1f s.", source.n_obs, path, seconds)
