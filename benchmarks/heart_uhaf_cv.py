@@ -23,17 +23,17 @@ import anndata as ad
 import matplotlib
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score
 
 import screformer
 
-from _common import DATA_DIR, LogisticBaseline, mean_sd, write_results
+from _common import DATA_DIR, LogisticBaseline, mean_sd, score, write_results
 
 matplotlib.use("Agg")
 
 DATA = DATA_DIR / "labelled/heart_litvinukova_sanger_624cells.h5ad"
 LABELS = "cell_type"
 ORGAN = "Heart"
+TIER = "screformer_uhaf_tier1"  # the keys of the tier-1 level that annotate writes
 
 
 def main(argv=None):
@@ -65,11 +65,16 @@ def main(argv=None):
             enable_progress_bar=False,
         )
         fit_s = time.perf_counter() - start
-        fold_classes = query.uns["screformer"]["classes"]
+        # One model on the fine labels writes both levels; the tier-1 calls are scored here.
+        fold_classes = query.uns[TIER]["classes"]
         probabilities[np.ix_(test, [classes.index(c) for c in fold_classes])] = query.obsm[
-            "screformer_probabilities"
+            f"{TIER}_probabilities"
         ]
-        predicted = query.obs["screformer_prediction"].astype(str).to_numpy()
+        predicted = query.obs[f"{TIER}_prediction"].astype(str).to_numpy()
+        fine = query.obs["screformer_prediction"].astype(str)
+        fine_to_tier = query.uns["screformer"]["uhaf"]["mapping"]
+        consistent = float(np.mean(fine.map(fine_to_tier).to_numpy() == predicted))
+        fine_f1 = score(adata.obs[LABELS].astype(str).to_numpy()[test], fine)["macro_f1"]
         lr = LogisticBaseline(adata[train], tier1[train], list(adata.var_names))
         baseline = lr.predict(adata[test])
         for method, pred, seconds in (
@@ -79,13 +84,13 @@ def main(argv=None):
             rows[method].append(
                 {
                     "fold": k,
-                    "accuracy": accuracy_score(tier1[test], pred),
-                    "macro_f1": f1_score(tier1[test], pred, average="macro"),
+                    **score(tier1[test], pred),
                     "fit_predict_s": seconds,
                     "epochs": query.uns["screformer"]["params"]["max_epochs"]
                     if method == "screformer"
                     else None,
                 }
+                | ({"fine_macro_f1": fine_f1, "levels_consistent": consistent} if seconds else {})
             )
             print(f"fold {k} {method}: {rows[method][-1]}", flush=True)
 
@@ -138,6 +143,11 @@ def markdown(s: dict) -> str:
         f"{mean_sd([r['macro_f1'] for r in sc])} |",
         f"| logistic regression (CellTypist-style) | {mean_sd([r['accuracy'] for r in lr])} | "
         f"{mean_sd([r['macro_f1'] for r in lr])} |",
+        "",
+        "screformer is trained on the 11 fine labels; its tier-1 probabilities are sums of "
+        "theirs. On the fine labels it reaches macro F1 "
+        f"{mean_sd([r['fine_macro_f1'] for r in sc])}; its fine and tier-1 calls agree for "
+        f"{100 * np.mean([r['levels_consistent'] for r in sc]):.1f}% of cells.",
         "",
         f"screformer fit + predict per fold: {np.mean([r['fit_predict_s'] for r in sc]):.0f} s "
         f"(epochs: {[r['epochs'] for r in sc]}). Out-of-fold over all cells: accuracy "

@@ -65,7 +65,8 @@ def test_writes_exactly_the_documented_keys(counts_adata, tmp_path):
 
 
 def test_threshold_controls_unassigned(counts_adata):
-    model = _annotate(counts_adata, "cell_type", unassigned_threshold=1.0)
+    with pytest.warns(UserWarning, match="cells .100%. are Unassigned"):
+        model = _annotate(counts_adata, "cell_type", unassigned_threshold=1.0)
     assert (counts_adata.obs["screformer_prediction"] == UNASSIGNED).all()
     screformer.tl.annotate(counts_adata, model=model, unassigned_threshold=0.0, key_added="again")
     assert not (counts_adata.obs["again_prediction"] == UNASSIGNED).any()
@@ -296,3 +297,27 @@ def test_annotation_result_writes_only_into_its_own_cells(counts_adata):
     ]
     with pytest.raises(ValueError, match="not the cells"):
         result.to_adata(counts_adata[::-1].copy())
+
+
+def test_a_fit_that_learned_nothing_is_reported(counts_adata):
+    with pytest.warns(UserWarning, match="no better than calling every cell"):
+        model = _annotate(counts_adata, "cell_type", max_epochs=1, lr=1e-9, validation_size=0.5)
+    assert model.train_params_["validation_accuracy"] <= 1 / 3 + 0.2
+
+
+def test_mouse_symbols_against_a_human_panel_are_reported(counts_adata):
+    human = counts_adata.copy()
+    human.var_names = [f"CD{j}A" for j in range(human.n_vars)]
+    model = _annotate(human, "cell_type")
+    mouse = human.copy()
+    mouse.var_names = [f"Cd{j}a" for j in range(mouse.n_vars)]
+    with pytest.warns(UserWarning, match="look mouse .* and the model's human"):
+        screformer.tl.annotate(mouse, model=model)
+
+
+def test_predictions_are_drawn_in_the_labels_colours(counts_adata):
+    counts_adata.uns["cell_type_colors"] = ["#ff0000", "#00ff00", "#0000ff"]
+    _annotate(counts_adata, "cell_type", majority_voting=True)
+    colours = ["#ff0000", "#00ff00", "#0000ff", "#d3d3d3"]  # Unassigned in grey
+    assert list(counts_adata.uns["screformer_prediction_colors"]) == colours
+    assert list(counts_adata.uns["screformer_majority_voting_colors"]) == colours

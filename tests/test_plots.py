@@ -170,3 +170,34 @@ def test_docstrings_document_parameters_and_returns(function):
         for name in line.split(",")
     }
     assert set(inspect.signature(function).parameters) <= documented
+
+
+def _with_genes():
+    """The SHAP-annotated AnnData with expression of the SHAP genes."""
+    annotated = _with_shap()
+    X = np.random.default_rng(1).poisson(1.0, size=(annotated.n_obs, len(GENES)))
+    adata = annotated[:, []].copy()
+    adata = adata.__class__(
+        X.astype(np.float32), obs=adata.obs, obsm=dict(adata.obsm), uns=dict(adata.uns)
+    )
+    adata.var_names = GENES
+    return adata
+
+
+def test_dotplot_of_shap_or_given_markers_writes_nothing(shows, tmp_path):
+    adata = _with_genes()
+    before = _contents(adata)
+    axes = screformer.pl.dotplot(adata, n_genes=2, show=False)
+    assert isinstance(axes, dict) and isinstance(axes["mainplot_ax"], Axes)
+    labels = [t.get_text() for t in axes["mainplot_ax"].get_xticklabels()]
+    assert labels == list(adata.uns["screformer_shap"]["groups"]["B"]["genes"][:2])
+    fig = screformer.pl.dotplot(adata, {"B": ["GENE0"], "T": ["GENE5"]}, return_fig=True)
+    assert isinstance(fig, Figure)
+    screformer.pl.dotplot(adata, {"B": ["GENE0"]}, show=False, save=tmp_path / "dot.png")
+    assert (tmp_path / "dot.png").read_bytes()[:8] == PNG_MAGIC
+    assert not shows
+    _assert_same(before, _contents(adata))
+    with pytest.raises(KeyError, match="not in adata.var_names.*CD3E"):
+        screformer.pl.dotplot(adata, {"T": ["CD3E"]})
+    with pytest.raises(KeyError, match="tl.shap_markers"):
+        screformer.pl.dotplot(adata, "nothing_here")

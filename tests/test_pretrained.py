@@ -140,3 +140,30 @@ def test_bundled_default_without_a_kind_field_reads_as_an_encoder():
     assert read_checkpoint(path)[1]["kind"] == "encoder"
     with pytest.raises(ValueError, match="pretrained encoder without cell types"):
         SCReformer.load(path)
+
+
+@pytest.mark.parametrize("name", ["pbmc", "heart"])
+def test_bundled_classifiers_label_unlabelled_cells_offline(name, monkeypatch, capsys):
+    monkeypatch.setattr(pretrained, "_REGISTRY", dict(BUNDLED))
+    monkeypatch.setenv(pretrained.OFFLINE_ENV, "1")
+    monkeypatch.setattr(pooch, "retrieve", lambda *a, **k: pytest.fail("downloaded"))
+    card = pretrained.card(name)
+    for field in ("training_data", "classes", "genes", "value_encoding", "cross_validation"):
+        assert card[field], field
+    assert card["value_encoding"] == "relative" and card["built"]
+    model = SCReformer.from_pretrained(name)
+    assert model.is_trained_ and model.classes == card["classes"]
+    assert model.uhaf_["organ"] == card["uhaf"]["organ"] and model.novelty_ is not None
+
+    adata = screformer.datasets.pbmc3k()[::20].copy()  # unlabelled as far as the model knows
+    del adata.obs["classified"]
+    screformer.tl.annotate(adata, model=name, unassigned_threshold=0)
+    assert set(adata.obs["screformer_prediction"]) <= set(card["classes"])
+    assert {"screformer_uhaf_tier1_prediction", "screformer_novelty"} <= set(adata.obs)
+    if name == "pbmc":  # its own training cells: labelled as in the tutorial
+        truth = screformer.datasets.pbmc3k()[::20].obs["classified"].astype(str)
+        assert (adata.obs["screformer_prediction"].astype(str) == truth).mean() > 0.8
+
+    assert main(["models"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{name}: " in listed and "5-fold cross-validation: macro F1" in listed

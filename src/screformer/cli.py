@@ -1,4 +1,4 @@
-"""Command line: ``screformer annotate | predict | pretrain | demo | info``.
+"""Command line: ``screformer annotate | predict | pretrain | demo | models | info``.
 
 Only the standard library is imported here: each command imports what it needs when it runs,
 so that ``--help`` and ``--version`` answer at once. Options whose default is a keyword default
@@ -201,6 +201,31 @@ def _info(args) -> int:
     return 0
 
 
+def _models(args) -> int:
+    from . import pretrained
+
+    for name, entry in sorted(pretrained.available().items()):
+        print(f"{name}: {entry.description}")
+        card = pretrained.card(name)
+        if card is None:
+            continue
+        cv = card["cross_validation"]["screformer"]
+        lr = card["cross_validation"].get("logistic_regression", {})
+        lines = [
+            f"trained on: {card['training_data']} ({card['n_cells']:,} cells)",
+            f"classes ({len(card['classes'])}): {', '.join(card['classes'])}",
+            f"second level: uHAF {card['uhaf']['organ']} tier {card['uhaf']['tier']} "
+            f"({', '.join(card['uhaf']['types'])})",
+            f"genes: {card['genes']}; value encoding: {card['value_encoding']}",
+            f"5-fold cross-validation: macro F1 {cv['macro_f1']}, accuracy {cv['accuracy']}"
+            + (f" (logistic regression: macro F1 {lr['macro_f1']})" if lr else ""),
+            f"built {card['built']} with screformer {card['screformer_version']}",
+            f"use: screformer predict cells.h5ad --model {name} --out labelled.h5ad",
+        ]
+        print("\n".join(f"    {line}" for line in lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="screformer", description="Cell-type annotation with scReformer-BERT."
@@ -317,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training_options(p)
     p.set_defaults(run=_demo)
+
+    p = command("models", "ready-to-use classifiers and pretrained encoders, with their cards")
+    p.set_defaults(run=_models)
 
     p = command("info", "version, cache folder and registered pretrained models")
     p.set_defaults(run=_info)

@@ -128,6 +128,25 @@ def fetch(name: str) -> Path:
     return download(url, entry.sha256, folder, repr(name), fname=entry.file_name)
 
 
+def card(name: str) -> dict | None:
+    """The model card of the registered model ``name`` (training data, classes, genes, measured
+    cross-validation accuracy, date), read from its checkpoint when it is bundled or cached;
+    None for an encoder or a model not downloaded yet.
+
+    Examples
+    --------
+    >>> card("pbmc")["classes"][:3]
+    ['B', 'CD14+ Mono', 'CD8 T']
+    """
+    from .model._screformer import read_checkpoint
+
+    entry = available()[name]
+    path = entry.bundled if entry.bundled is not None else cache_dir() / entry.file_name
+    if not path.exists():
+        return None
+    return read_checkpoint(path)[1].get("card")
+
+
 def download(
     url: str, sha256: str | None, folder: str | os.PathLike, what: str, fname: str | None = None
 ) -> Path:

@@ -141,6 +141,15 @@ class UHAFMapping:
     nodes: dict[str, str] = field(default_factory=dict)
     unmapped: dict[str, str] = field(default_factory=dict)
 
+    def hierarchy(self, classes) -> dict:
+        """What a model keeps (:attr:`screformer.SCReformer.uhaf_`) to write its predictions at
+        this tier too: organ, tier, uHAF version and class -> type (every class mapped)."""
+        missing = [c for c in classes if c not in self.mapped]
+        if missing:
+            raise ValueError(f"Classes without a uHAF {self.organ} type: {missing}.")
+        mapping = {str(c): self.mapped[c] for c in classes}
+        return {"organ": self.organ, "tier": self.tier, "version": UHAF_VERSION, "mapping": mapping}
+
     def report(self) -> str:
         lines = [f"{len(self.mapped)} label(s) mapped to uHAF {self.organ} tier {self.tier}."]
         lines += [f"  {label!r} -> {tier!r}" for label, tier in self.mapped.items()]

@@ -5,8 +5,9 @@ is often called one of them with high confidence (pbmc3k, B cells left out of tr
 called CD4 T cells above 0.5). A distance does not have that blind spot: a B cell lies far from
 every CD4 T cell the model was trained on. The score is the mean distance to the nearest
 training cells of the predicted type, in a PCA of the training cells' log-normalised expression,
-turned into a quantile of the same distance for the validation cells (cells held out of training,
-of the known types): 0.99 means farther than 99% of them.
+divided by that type's own spread (its training cells' distance to their neighbours), turned
+into a quantile of the same distance for the validation cells (cells held out of training)
+measured against their own type: 0.99 means farther than 99% of them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 N_GENES = 2000  # the most variable panel genes (of the training cells) the PCA reads
-N_COMPONENTS = 50
+N_COMPONENTS = 30  # chosen on the heart's leave-one-type-out (benchmarks/novel_types.py)
 N_NEIGHBORS = 10
 MAX_CELLS_PER_TYPE = 1000  # training cells kept per type: bounds the checkpoint and the search
 
@@ -39,7 +40,7 @@ class NoveltyReference:
     >>> X[60:, :10] = 0  # type 1 lacks the first 10 genes
     >>> labels = np.repeat([0, 1], 60)
     >>> train, validation = np.arange(0, 120, 2), np.arange(1, 120, 2)
-    >>> ref = NoveltyReference.fit(X, labels, train, validation, labels[validation])
+    >>> ref = NoveltyReference.fit(X, labels, train, validation)
     >>> novel = sparse.csr_matrix(np.full((1, 20), 9.0))  # far from both types
     >>> float(ref.score(novel, np.array([0]))[0])
     1.0
@@ -50,12 +51,19 @@ class NoveltyReference:
     components: np.ndarray  # (components, genes)
     coords: np.ndarray  # training cells in PCA space
     labels: np.ndarray  # their class indices
+    spread: np.ndarray  # per class: median distance of its training cells to their neighbours
     calibration: np.ndarray  # validation cells' distances, sorted
 
     @classmethod
-    def fit(cls, X, labels, train_idx, val_idx, val_predicted, seed: int = 0):
+    def fit(cls, X, labels, train_idx, val_idx, seed: int = 0):
         """From the prepared matrix ``X`` (cells x panel, log2 values), the class index of each
-        cell, the training and validation rows and the validation cells' predicted classes."""
+        cell, and the training and validation rows.
+
+        The validation cells are measured against the training cells of their *true* type: the
+        calibration is the spread of a type around its training cells. (Against their predicted
+        type, the validation cells the model gets wrong lie far away and would set the bar as
+        high as a novel type's.) A query cell far from its predicted type is then either novel
+        or misclassified: Unassigned is right for both."""
         rng = np.random.default_rng(seed)
         kept = np.concatenate(
             [
@@ -74,14 +82,21 @@ class NoveltyReference:
             components=pca.components_.astype(np.float32),
             coords=pca.transform(train).astype(np.float32),
             labels=labels[kept],
+            spread=np.ones(int(labels.max()) + 1, dtype=np.float32),
             calibration=np.zeros(0, dtype=np.float32),
         )
-        reference.calibration = np.sort(reference.distance(X[val_idx], val_predicted))
+        for c in np.unique(reference.labels):
+            cells = reference.coords[reference.labels == c]
+            if len(cells) > 1:
+                search = NearestNeighbors(n_neighbors=min(N_NEIGHBORS + 1, len(cells)))
+                nearest = search.fit(cells).kneighbors(cells)[0][:, 1:]  # itself left out
+                reference.spread[c] = max(float(np.median(nearest.mean(1))), 1e-6)
+        reference.calibration = np.sort(reference.distance(X[val_idx], labels[val_idx]))
         return reference
 
     def distance(self, X, predicted: np.ndarray) -> np.ndarray:
         """Mean distance of each cell (row of ``X``) to its predicted type's nearest training
-        cells."""
+        cells, in units of that type's spread (types differ in how tightly their cells lie)."""
         coords = (_dense(X[:, self.genes]) - self.mean) @ self.components.T
         out = np.full(X.shape[0], np.inf, dtype=np.float32)
         for c in np.unique(predicted):
@@ -89,7 +104,7 @@ class NoveltyReference:
             if len(reference):
                 search = NearestNeighbors(n_neighbors=min(N_NEIGHBORS, len(reference)))
                 out[rows] = search.fit(reference).kneighbors(coords[rows])[0].mean(1)
-        return out
+        return out / self.spread[predicted]
 
     def score(self, X, predicted: np.ndarray) -> np.ndarray:
         """The share of validation cells nearer to their type than each cell is to its own:

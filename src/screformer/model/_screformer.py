@@ -419,8 +419,9 @@ class SCReformer(BaseModelClass):
                 self.temperature_ = fit_temperature(
                     torch.from_numpy(logits), torch.from_numpy(labels[val_idx])
                 )
-            self.novelty_ = NoveltyReference.fit(
-                X, labels, train_idx, val_idx, logits.argmax(1), seed=seed
+            self.novelty_ = NoveltyReference.fit(X, labels, train_idx, val_idx, seed=seed)
+            params["validation_accuracy"] = _warn_if_no_better_than_majority(
+                logits.argmax(1), labels[val_idx], train_counts, self.classes
             )
         self.gene_overlap_ = prepared.alignment.report()
         self.train_params_ = params | dict(
@@ -837,6 +838,22 @@ def _keep_genes(X, panel, genes):
     X.data[~keep[X.indices]] = 0
     X.eliminate_zeros()
     return X
+
+
+def _warn_if_no_better_than_majority(predicted, truth, train_counts, classes) -> float:
+    """The validation accuracy; a warning when it does not beat calling every cell the most
+    common training type (a fit far too short, or labels these genes cannot tell apart)."""
+    accuracy = float(np.mean(predicted == truth))
+    majority = float(train_counts.max() / train_counts.sum())
+    if accuracy <= majority:
+        warnings.warn(
+            f"Validation accuracy {accuracy:.2f} is no better than calling every cell "
+            f"{classes[int(train_counts.argmax())]!r} ({majority:.2f}): the model has not "
+            "learned the cell types. Train longer (max_epochs), check the labels, or use more "
+            "labelled cells.",
+            stacklevel=3,
+        )
+    return accuracy
 
 
 def _class_weights(counts: np.ndarray, rule: str | None) -> torch.Tensor | None:

@@ -5,7 +5,8 @@ With ``return_fig=True`` a plot returns its :class:`~matplotlib.figure.Figure`; 
 default). ``save`` takes a file name, or ``True`` for ``screformer_<plot>.png``.
 """
 
+from ._dotplot import dotplot
 from ._evaluation import confusion_matrix, roc
 from ._shap import shap_markers
 
-__all__ = ["confusion_matrix", "roc", "shap_markers"]
+__all__ = ["confusion_matrix", "dotplot", "roc", "shap_markers"]

@@ -16,6 +16,24 @@ logger = logging.getLogger("screformer")
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$", re.IGNORECASE)
 
 
+def symbol_case(names) -> str | None:
+    """``"human"`` when most gene symbols are upper case (``CD3E``), ``"mouse"`` when most are
+    capitalised (``Cd3e``, the MGI convention), else None (Ensembl IDs, mixed names).
+
+    Examples
+    --------
+    >>> symbol_case(["CD3E", "MS4A1", "LYZ"]), symbol_case(["Cd3e", "Ms4a1", "Lyz2"])
+    ('human', 'mouse')
+    """
+    names = pd.Index(names).astype(str)
+    names = [n for n in names[:: max(1, len(names) // 500)] if any(c.isalpha() for c in n)]
+    if not names or looks_like_ensembl(names):
+        return None
+    upper = np.mean([n == n.upper() for n in names])
+    capitalised = np.mean([n[0].isupper() and n[1:] != n[1:].upper() for n in names])
+    return "human" if upper > 0.8 else "mouse" if capitalised > 0.8 else None
+
+
 @dataclass(frozen=True)
 class GeneAlignment:
     """Where each panel gene sits in the data.
@@ -159,6 +177,15 @@ def align_genes(
         len(panel),
         100 * alignment.fraction_found,
     )
+    species = {"data": symbol_case(names), "panel": symbol_case(panel)}
+    if {species["data"], species["panel"]} == {"mouse", "human"}:
+        warnings.warn(
+            f"The data's gene symbols look {species['data']} ({list(names[:3])}) and the "
+            f"model's {species['panel']} ({list(panel[:3])}). Matching ignores case, so genes "
+            "are found, but a model trained on one species does not label the other: use a "
+            "model trained on the same species (or map orthologues first).",
+            stacklevel=3,
+        )
     if alignment.fraction_found < 0.5:
         warnings.warn(
             f"Only {n_found} of the model's {len(panel)} panel genes "

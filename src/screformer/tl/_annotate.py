@@ -12,8 +12,15 @@ from ..model import SCReformer
 from ..module import ReformerConfig
 from ..pp import PreparedData, data_gene_names, prepare, unique_panel
 from ..pp._genes import normalize_gene_name
-from ..uhaf import UHAF_VERSION, map_labels
-from ._result import UNASSIGNED, AnnotationResult, Level, uhaf_levels
+from ..uhaf import map_labels
+from ._result import (
+    UNASSIGNED,
+    AnnotationResult,
+    Level,
+    label_palette,
+    uhaf_levels,
+    warn_if_mostly_unassigned,
+)
 from ._voting import majority_vote, over_cluster
 
 logger = logging.getLogger("screformer")
@@ -209,6 +216,10 @@ def annotate(
         prepared.input_kind,
         int((result.cells.prediction == UNASSIGNED).sum()),
     )
+    if labels_key is not None:
+        source = adata if reference is None else reference
+        result.palette = label_palette(source.obs[labels_key], source.uns, labels_key)
+    warn_if_mostly_unassigned(result.record["n_unassigned"], adata.n_obs)
     if majority_voting:
         if over_clustering is not None:
             clusters = adata.obs[over_clustering].astype(str).to_numpy()
@@ -276,12 +287,7 @@ def _fit(
     prepared = prepare(adata, model.gene_panel, layer=layer, gene_symbols=gene_symbols)
     model.train(**train_kwargs)
     if uhaf is not None:
-        model.uhaf_ = {
-            "organ": uhaf.organ,
-            "tier": uhaf.tier,
-            "version": UHAF_VERSION,
-            "mapping": {c: uhaf.mapped.get(c, c) for c in model.classes},
-        }
+        model.uhaf_ = uhaf.hierarchy(model.classes)
     return model, prepared
 
 

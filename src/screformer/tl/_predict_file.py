@@ -19,7 +19,7 @@ from ..data import _streaming
 from ..model import SCReformer
 from ..pp import PreparedData, detect_input, to_panel
 from ._annotate import label_cells, run_record
-from ._result import UNASSIGNED
+from ._result import UNASSIGNED, warn_if_mostly_unassigned
 
 logger = logging.getLogger("screformer")
 
@@ -157,6 +157,7 @@ def predict_file(
                     uhaf_probabilities.append(result.uhaf.probabilities.astype(np.float32))
                 counts += result.cells.prediction_counts()
     n_unassigned = int(counts[UNASSIGNED])
+    warn_if_mostly_unassigned(n_unassigned, source.n_obs)
 
     if suffix == ".h5ad":
         result.record = run_record(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +61,19 @@ def uhaf_levels(fine: Level, mapping: dict[str, str], threshold, unassigned) -> 
     return Level(fine.classes, fine.probabilities, refined.prediction, refined.confidence), coarse
 
 
+def warn_if_mostly_unassigned(n_unassigned: int, n_cells: int) -> None:
+    """Warn when most cells are Unassigned: a model that has not learned, or a query unlike its
+    training cells, rather than a result."""
+    if n_cells and n_unassigned / n_cells > 0.5:
+        warnings.warn(
+            f"{n_unassigned:,} of {n_cells:,} cells ({100 * n_unassigned / n_cells:.0f}%) are "
+            "Unassigned. The model may be undertrained (see its validation accuracy in "
+            "uns[key_added]['params']), or the cells unlike its training cells (other genes, "
+            "species or tissue); lower unassigned_threshold to see its best guesses.",
+            stacklevel=3,
+        )
+
+
 @dataclass
 class AnnotationResult:
     """The labels of a run of :func:`screformer.tl.annotate`, for each cell, before they are
@@ -79,6 +93,8 @@ class AnnotationResult:
         The calls at the uHAF tier above the classes, when the model has one.
     majority_voting, over_clustering
         Each cell's cluster and its cluster's most common call, when asked for.
+    palette
+        Colour of each class, so that plots of the predictions match those of the labels.
     key_added
         Prefix of the keys :meth:`to_adata` writes.
 
@@ -98,6 +114,7 @@ class AnnotationResult:
     over_clustering: np.ndarray | None = None
     key_added: str = "screformer"
     extra_obs: dict[str, pd.Categorical] = field(default_factory=dict)
+    palette: dict[str, str] | None = None  # class -> colour, as the labels were drawn
 
     @property
     def keys(self) -> ResultKeys:
@@ -144,6 +161,12 @@ class AnnotationResult:
             adata.obs[column] = values.to_numpy() if column in self.extra_obs else values
         adata.obsm[self.keys.probabilities] = self.cells.probabilities
         adata.uns[self.keys.uns] = self.record
+        if self.palette is not None:
+            # Scanpy reads uns[f"{column}_colors"], in category order: the truth's colours.
+            colours = [self.palette.get(c, "#d3d3d3") for c in self.cells.categorical().categories]
+            for column in (self.keys.prediction, self.keys.majority_voting):
+                if column in adata.obs:
+                    adata.uns[f"{column}_colors"] = colours
         if self.uhaf is not None:
             adata.obsm[self.uhaf_keys.probabilities] = self.uhaf.probabilities
             # Its own record, so that tl.evaluate and the plots read this level by its prefix.
@@ -152,3 +175,24 @@ class AnnotationResult:
                 "level_of": self.key_added,
             }
         return adata
+
+
+def label_palette(labels: pd.Series, uns: dict, key: str) -> dict[str, str]:
+    """The colour of each label as Scanpy draws the column ``key``: its ``uns[f"{key}_colors"]``
+    when set, else Scanpy's default palette in category order."""
+    from scanpy.plotting import palettes
+
+    categories = list(pd.Categorical(labels.astype(str)).categories)
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        categories = [str(c) for c in labels.cat.categories]
+    colours = list(uns.get(f"{key}_colors", []))
+    if len(colours) < len(categories):
+        n = len(categories)
+        colours = (
+            palettes.default_20
+            if n <= 20
+            else palettes.default_28
+            if n <= 28
+            else palettes.default_102
+        )
+    return dict(zip(categories, colours, strict=False))
