@@ -11,7 +11,7 @@ from .conftest import TINY, TINY_TRAIN, make_counts
 KEYS = {
     "obs": {"screformer_prediction", "screformer_confidence", "screformer_novelty"},
     "obsm": {"screformer_probabilities"},
-    "uns": {"screformer"},
+    "uns": {"screformer", "screformer_prediction_colors"},
 }
 
 

@@ -212,3 +212,28 @@ def test_cli_predict_rejects_a_csv_input(tmp_path, model, capsys):
     assert err.startswith("screformer: error:") and ".h5ad" in err
     assert "sc.read_csv(" in err and "write_h5ad(" in err
     assert not (tmp_path / "out.h5ad").exists()
+
+
+def test_a_model_with_uhaf_types_writes_both_levels_to_file(tmp_path, model):
+    model.uhaf_ = {"organ": "Heart", "tier": 1, "version": "2.2.0"}
+    model.uhaf_["mapping"] = {c: "Cardiomyocyte cell" for c in model.classes[:-1]}
+    model.uhaf_["mapping"][model.classes[-1]] = "Fibroblast"
+    try:
+        query = _query()
+        query.write_h5ad(tmp_path / "in.h5ad")
+        expected = _expected(model, query)
+        tl.predict_file(model, tmp_path / "in.h5ad", tmp_path / "out.h5ad", chunk_size=16)
+        tl.predict_file(model, tmp_path / "in.h5ad", tmp_path / "out.csv", chunk_size=16)
+    finally:
+        model.uhaf_ = None
+    tier = "screformer_uhaf_tier1"
+    out = ad.read_h5ad(tmp_path / "out.h5ad")
+    pd.testing.assert_series_equal(
+        out.obs[f"{tier}_prediction"], expected.obs[f"{tier}_prediction"]
+    )
+    np.testing.assert_allclose(
+        out.obsm[f"{tier}_probabilities"], expected.obsm[f"{tier}_probabilities"], atol=1e-5
+    )
+    assert list(out.uns[tier]["classes"]) == ["Cardiomyocyte cell", "Fibroblast"]
+    table = pd.read_csv(tmp_path / "out.csv", index_col="cell")
+    assert (table[f"{tier}_prediction"] == expected.obs[f"{tier}_prediction"].astype(str)).all()

@@ -14,14 +14,16 @@ Environment variables
     ``1`` to never download: only cached files are used.
 
 No scReformer-BERT or scBERT weights were ever published in a reachable form. The registry holds
-``"default"``, a small encoder pre-trained by screformer's developers and shipped inside the
-package (no download; see the docs for what it was trained on); :func:`register` adds entries.
+``"default"``, a small encoder pre-trained by screformer's developers, and two trained
+classifiers, ``"pbmc"`` and ``"heart"`` (each with a model card, :func:`card`), all shipped inside
+the package (no download; see the docs for what they were trained on); :func:`register` adds
+entries.
 
 Examples
 --------
 >>> from screformer import pretrained
 >>> sorted(pretrained.available())
-['default']
+['default', 'heart', 'pbmc']
 >>> pretrained.register("my-model", "https://example.org/my_model.pt", sha256)  # doctest: +SKIP
 >>> model = screformer.SCReformer.from_pretrained("my-model")  # doctest: +SKIP
 """
@@ -180,4 +182,19 @@ _register_bundled(
     "default_model.pt",
     "4b383a58faadba710e47aae9683b21142108fbdff104325a9410a48deeaf5bce",
     "small encoder (dim 32, depth 2, 14,737 genes) pre-trained on ~7,000 cells; bundled",
+)
+
+# Ready-to-use classifiers, shipped inside the package with their model cards
+# (benchmarks/build_classifiers.py rebuilds them; `screformer models` prints the cards).
+_register_bundled(
+    "pbmc",
+    "classifier_pbmc.pt",
+    "483700f65f9d00b543097485e30f6a0acf30cae9b9965247b5e6deead0f24563",
+    "classifier: blood immune cells (9 types of pbmc3k), uHAF Blood tier 1; bundled",
+)
+_register_bundled(
+    "heart",
+    "classifier_heart.pt",
+    "1c69d106916af7a1cbd15aa991548c811af8db67d558eb7db2be849a6e66b163",
+    "classifier: 11 types of the adult heart atlas, uHAF Heart tier 1; bundled",
 )

@@ -49,7 +49,7 @@ def dotplot(
         Layer with the values to show (default ``X``).
     show, save, return_fig
         As for every plot of :mod:`screformer.pl`.
-    **kwargs
+    kwargs
         Passed to :func:`scanpy.pl.dotplot` (``standard_scale="var"``, ``dendrogram``, ...).
 
     Returns
@@ -60,7 +60,7 @@ def dotplot(
 
     Examples
     --------
-    >>> markers = {"B": ["MS4A1", "CD79A"], "NK": ["GNLY", "NKG7"]}
+    >>> markers = {{"B": ["MS4A1", "CD79A"], "NK": ["GNLY", "NKG7"]}}
     >>> screformer.pl.dotplot(adata, markers, standard_scale="var")  # doctest: +SKIP
     """
     import scanpy as sc
@@ -80,9 +80,13 @@ def dotplot(
     missing = sorted({g for genes in markers.values() for g in genes} - known)
     if missing:
         raise KeyError(f"Marker genes not in adata.var_names: {missing[:10]}.")
-    plot = sc.pl.dotplot(
-        adata, markers, groupby, layer=layer, show=False, return_fig=True, **kwargs
-    )
+    # Scanpy makes string columns categorical in place: it gets a light AnnData of its own.
+    values = adata.X if layer is None else adata.layers[layer]
+    light = AnnData(values, obs=adata.obs[[groupby]].copy(), var=adata.var[[]].copy())
+    colours = f"{groupby}_colors"
+    if colours in adata.uns:
+        light.uns[colours] = adata.uns[colours]
+    plot = sc.pl.dotplot(light, markers, groupby, show=False, return_fig=True, **kwargs)
     plot.make_figure()
     return save_show_or_return(
         plot.fig, plot.get_axes(), "dotplot", show=show, save=save, return_fig=return_fig

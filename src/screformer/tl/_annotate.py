@@ -326,7 +326,13 @@ def label_cells(
     if model.uhaf_ is not None:
         cells, uhaf = uhaf_levels(cells, model.uhaf_["mapping"], unassigned_threshold, unassigned)
     return AnnotationResult(
-        pd.Index(obs_names), cells, {}, novelty=novelty, uhaf=uhaf, key_added=key_added
+        pd.Index(obs_names),
+        cells,
+        {},
+        novelty=novelty,
+        uhaf=uhaf,
+        uhaf_tier=None if uhaf is None else model.uhaf_["tier"],
+        key_added=key_added,
     )
 
 

@@ -89,8 +89,8 @@ class AnnotationResult:
         What ``uns[key_added]`` records of the run.
     novelty
         Each cell's novelty score (0-1, see :class:`screformer.model.NoveltyReference`), or None.
-    uhaf
-        The calls at the uHAF tier above the classes, when the model has one.
+    uhaf, uhaf_tier
+        The calls at the uHAF tier above the classes, and that tier, when the model has one.
     majority_voting, over_clustering
         Each cell's cluster and its cluster's most common call, when asked for.
     palette
@@ -110,6 +110,7 @@ class AnnotationResult:
     record: dict
     novelty: np.ndarray | None = None
     uhaf: Level | None = None
+    uhaf_tier: int | None = None
     majority_voting: np.ndarray | None = None
     over_clustering: np.ndarray | None = None
     key_added: str = "screformer"
@@ -123,7 +124,7 @@ class AnnotationResult:
     @property
     def uhaf_keys(self) -> ResultKeys:
         """The keys of the uHAF level: the prefix ``{key_added}_uhaf_tier{tier}``."""
-        return ResultKeys(f"{self.key_added}_uhaf_tier{self.record['uhaf']['tier']}")
+        return ResultKeys(f"{self.key_added}_uhaf_tier{self.uhaf_tier}")
 
     @property
     def predictions(self) -> pd.DataFrame:
@@ -169,12 +170,14 @@ class AnnotationResult:
                     adata.uns[f"{column}_colors"] = colours
         if self.uhaf is not None:
             adata.obsm[self.uhaf_keys.probabilities] = self.uhaf.probabilities
-            # Its own record, so that tl.evaluate and the plots read this level by its prefix.
-            adata.uns[self.uhaf_keys.uns] = {
-                "classes": self.uhaf.classes,
-                "level_of": self.key_added,
-            }
+            adata.uns[self.uhaf_keys.uns] = self.uhaf_record
         return adata
+
+    @property
+    def uhaf_record(self) -> dict:
+        """The uHAF level's own ``uns`` record, so that tl.evaluate and the plots read that
+        level by its prefix."""
+        return {"classes": self.uhaf.classes, "level_of": self.key_added}
 
 
 def label_palette(labels: pd.Series, uns: dict, key: str) -> dict[str, str]:
