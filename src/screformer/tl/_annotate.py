@@ -132,10 +132,11 @@ def annotate(
         the novelty score, when the model has validation cells to calibrate it;
     ``adata.obs["screformer_over_clustering"]``, ``adata.obs["screformer_majority_voting"]``
         with ``majority_voting``;
-    ``adata.obs["screformer_uhaf_tier1_prediction"]``, ``..._confidence``, ``adata.obsm[...
-    _probabilities]``, ``adata.uns["screformer_uhaf_tier1"]``
+    ``adata.obs["screformer_uhaf_tier1_prediction"]``, ``..._confidence``
         with ``uhaf_organ`` (or a model trained with it): the calls at the uHAF tier, whose
-        probabilities are sums of the classes'; the class is called within the called type,
+        probabilities (``obsm["screformer_uhaf_tier1_probabilities"]``, classes in
+        ``uns["screformer_uhaf_tier1"]``) are sums of the classes'; the class is called within
+        the called type,
         so the two levels never disagree;
     ``adata.uns["screformer"]``
         ``params``, ``classes``, ``gene_overlap`` (panel genes found), ``model_config``,
