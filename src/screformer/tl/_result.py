@@ -159,7 +159,7 @@ class AnnotationResult:
         if not adata.obs_names.equals(self.obs_names):
             raise ValueError("adata's cells are not the cells of this result.")
         for column, values in self.predictions.items():
-            adata.obs[column] = values.to_numpy() if column in self.extra_obs else values
+            adata.obs[column] = values  # indexed by obs_names, checked above
         adata.obsm[self.keys.probabilities] = self.cells.probabilities
         adata.uns[self.keys.uns] = self.record
         if self.palette is not None:
@@ -185,9 +185,8 @@ def label_palette(labels: pd.Series, uns: dict, key: str) -> dict[str, str]:
     when set, else Scanpy's default palette in category order."""
     from scanpy.plotting import palettes
 
-    categories = list(pd.Categorical(labels.astype(str)).categories)
-    if isinstance(labels.dtype, pd.CategoricalDtype):
-        categories = [str(c) for c in labels.cat.categories]
+    # Scanpy colours a column's categories in order (sorted values for a string column).
+    categories = [str(c) for c in labels.astype("category").cat.categories]
     colours = list(uns.get(f"{key}_colors", []))
     if len(colours) < len(categories):
         n = len(categories)
