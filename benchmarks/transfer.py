@@ -30,6 +30,7 @@ cells' depths), ding2020_pbmc1_{dropseq_598,indrops_644} (``lognorm_original``, 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -43,7 +44,7 @@ from sklearn.model_selection import StratifiedKFold
 import screformer
 from screformer import SCReformer
 from screformer.data import stratified_split
-from screformer.pp import prepare
+from screformer.pp import prepare, variable_genes
 
 from _common import DATA_DIR, LogisticBaseline, score, write_results
 
@@ -256,9 +257,12 @@ def processed_query_rows(name, adata, variants, epochs, seed) -> list[dict]:
     views = processed_views(test, seed)
     rows = {view: {"task": f"{name}: {view}", "n_genes": v.n_vars} for view, v in views.items()}
     truth = test.obs["label"].astype(str).to_numpy()
+    # The panel tl.annotate gives a new model: the training cells' most variable genes.
+    n_top_genes = inspect.signature(screformer.tl.annotate).parameters["n_top_genes"].default
+    panel = variable_genes(train, n_top_genes)
     for method, variant in variants.items():
         SCReformer.setup_anndata(train, labels_key="label")
-        model = SCReformer(train, **variant["config"])
+        model = SCReformer(train, gene_panel=panel, **variant["config"])
         model.train(max_epochs=epochs, enable_progress_bar=False, **variant["train"])
         for view, query in views.items():
             query = query.copy()

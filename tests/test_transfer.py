@@ -135,3 +135,26 @@ def test_prediction_warns_when_the_query_holds_few_panel_genes():
     query = adata[:, :120].copy()
     with pytest.warns(UserWarning, match="120 of the model's 300 panel genes"):
         screformer.tl.annotate(query, model=model)
+
+
+def test_variable_genes_of_pbmc3k_hold_its_markers_whatever_the_input_scaling():
+    counts = screformer.datasets.pbmc3k()
+    genes = screformer.pp.variable_genes(counts, 2000)
+    assert len(genes) == 2000 and genes == [g for g in counts.var_names if g in set(genes)]
+    assert {"MS4A1", "LYZ", "NKG7", "GNLY", "PPBP", "FCGR3A", "FCER1A"} <= set(genes)
+    assert screformer.pp.variable_genes(_lognormalised(counts, None), 2000) == genes
+    assert screformer.pp.variable_genes(counts, 20_000) == list(counts.var_names)
+
+
+def test_reference_mode_chooses_variable_genes_among_the_shared_ones():
+    reference = make_counts(seed=1)
+    query = make_counts(seed=2)[:, 3:].copy()  # lacks the reference's first three genes
+    model = screformer.tl.annotate(
+        query, "cell_type", reference=reference, n_top_genes=12, config=TINY, **TINY_TRAIN
+    )
+    shared = list(reference.var_names[3:])
+    assert model.gene_panel == screformer.pp.variable_genes(reference, 12, genes=shared)
+    assert len(model.gene_panel) == 12 and set(model.gene_panel) <= set(shared)
+    assert query.uns["screformer"]["params"]["n_top_genes"] == 12
+    with pytest.raises(ValueError, match="n_top_genes"):
+        screformer.tl.annotate(query, "cell_type", reference=reference, n_top_genes=0)

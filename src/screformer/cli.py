@@ -79,7 +79,7 @@ def _annotate(args) -> int:
         reference=reference,
         model=args.model,
         **_query_kwargs(args),
-        **_given(args, "majority_voting", "over_clustering"),
+        **_given(args, "majority_voting", "over_clustering", "n_top_genes"),
         **_train_kwargs(args),
     )
     if args.save_model:
@@ -278,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="pretrained encoder to start from: registered name (default) or path",
     )
     p.add_argument("--save-model", default=None, help="folder to save the trained model to")
+    p.add_argument(
+        "--n-top-genes",
+        type=int,
+        help="panel of a new model: the most variable training genes (default 2000)",
+    )
     p.add_argument(
         "--majority-voting",
         action="store_true",

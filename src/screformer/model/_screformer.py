@@ -48,6 +48,21 @@ CHECKPOINT_KINDS = ("encoder", "classifier")
 _FEW_CELLS = 3
 
 
+def epochs_for(n_train_cells: int) -> int:
+    """The default ``max_epochs``: about 12,000 cell passes, kept within 12 to 50 epochs.
+
+    Chosen on an inner split of the training cells of pbmc3k's and the heart's first
+    cross-validation fold (``benchmarks/choose_defaults.py``): pbmc3k peaked at 12 epochs, the
+    heart (about 400 training cells) at about 30. Early stopping ends most fits sooner.
+
+    Examples
+    --------
+    >>> epochs_for(2_137), epochs_for(450), epochs_for(100)
+    (12, 27, 50)
+    """
+    return int(np.clip(round(12_000 / n_train_cells), 12, 50))
+
+
 class SCReformer(BaseModelClass):
     """scReformer-BERT cell-type classifier.
 
@@ -258,7 +273,7 @@ class SCReformer(BaseModelClass):
         seed: int = 0,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.1,
-        class_weight: str | None = "sqrt",
+        class_weight: str | None = "balanced",
         num_workers: int = 0,
         calibrate: bool = False,
         augment: bool | Augmentation = True,
@@ -275,8 +290,8 @@ class SCReformer(BaseModelClass):
         Parameters
         ----------
         max_epochs
-            Passes over the training cells; default ``round(8000 / n_training_cells)`` kept
-            within 4 to 50 (4 for pbmc3k's 2,400 training cells).
+            Passes over the training cells; default :func:`epochs_for` the number of training
+            cells (12 for pbmc3k, 27 for the heart's 450).
         lr
             Peak learning rate.
         batch_size
@@ -294,9 +309,9 @@ class SCReformer(BaseModelClass):
         weight_decay, warmup_fraction
             AdamW weight decay; share of steps for the warm-up.
         class_weight
-            Loss weight per class against imbalance: ``"balanced"`` (``n / (k * n_class)``),
-            ``"sqrt"`` (its square root, the default: rare types count more without swamping the
-            common ones) or ``None``.
+            Loss weight per class against imbalance: ``"balanced"`` (``n / (k * n_class)``, the
+            default: every type counts as much in the loss, so rare types are learnt),
+            ``"sqrt"`` (its square root) or ``None``.
         num_workers
             DataLoader worker processes.
         calibrate
@@ -358,7 +373,7 @@ class SCReformer(BaseModelClass):
                 stacklevel=2,
             )
         if max_epochs is None:
-            max_epochs = int(np.clip(round(8_000 / len(train_idx)), 4, 50))
+            max_epochs = epochs_for(len(train_idx))
         logger.info(
             "Training on %s cells, validating on %s, up to %d epochs.",
             f"{len(train_idx):,}",

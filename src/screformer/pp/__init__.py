@@ -8,7 +8,7 @@ from ._expression import (
     to_log2_normalized,
 )
 from ._genes import GeneAlignment, align_genes, data_gene_names, looks_like_ensembl, unique_panel
-from ._prepare import PreparedData, expression_matrix, prepare, to_panel
+from ._prepare import PreparedData, expression_matrix, prepare, to_panel, variable_genes
 
 __all__ = [
     "GeneAlignment",
@@ -25,4 +25,5 @@ __all__ = [
     "to_log2_normalized",
     "to_panel",
     "unique_panel",
+    "variable_genes",
 ]

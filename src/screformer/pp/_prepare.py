@@ -10,7 +10,7 @@ from anndata import AnnData
 from scipy import sparse
 
 from ._expression import InputKind, detect_input, to_log2_normalized
-from ._genes import GeneAlignment, align_genes, data_gene_names
+from ._genes import GeneAlignment, align_genes, data_gene_names, unique_panel
 
 logger = logging.getLogger("screformer")
 
@@ -119,3 +119,50 @@ def to_panel(X, kind: InputKind, alignment: GeneAlignment) -> sparse.csr_matrix:
     X = sparse.csr_matrix(X @ selector)
     X.sort_indices()
     return X
+
+
+def variable_genes(
+    adata: AnnData,
+    n_top_genes: int = 2000,
+    *,
+    genes=None,
+    layer: str | None = None,
+    gene_symbols: str | None = None,
+) -> list[str]:
+    """The ``n_top_genes`` most variable genes of ``adata``, in ``adata``'s order: the panel
+    :func:`screformer.tl.annotate` trains a new model on.
+
+    Scanpy's :func:`~scanpy.pp.highly_variable_genes` (``flavor="seurat"``: normalised dispersion
+    within bins of mean expression) on the values :func:`prepare` gives the model, each cell
+    scaled to 1e4 over all its genes, so counts and log-normalised input choose the same genes.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes; raw counts or log-normalised values.
+    n_top_genes
+        How many genes; all of them when there are no more.
+    genes
+        Choose among these genes only (e.g. those a query shares); default: all of ``adata``'s.
+    layer, gene_symbols
+        Where to read the values and gene names, as in :func:`prepare`.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np
+    >>> import screformer
+    >>> genes = variable_genes(screformer.datasets.pbmc3k(), 2000)
+    >>> len(genes), genes[:3]
+    (2000, ['TNFRSF4', 'CPSF3L', 'ATAD3C'])
+    """
+    import scanpy as sc
+
+    candidates = unique_panel(data_gene_names(adata, gene_symbols) if genes is None else genes)
+    if n_top_genes >= len(candidates):
+        return candidates
+    X = prepare(adata, candidates, layer=layer, gene_symbols=gene_symbols, min_genes=1).X
+    # Scanpy's dispersions expect natural-log values: log2(1 + x) * ln 2 = ln(1 + x).
+    values = AnnData(X * np.float32(np.log(2)))
+    sc.pp.highly_variable_genes(values, n_top_genes=n_top_genes, flavor="seurat")
+    chosen = values.var["highly_variable"].to_numpy()
+    return [g for g, keep in zip(candidates, chosen, strict=True) if keep]

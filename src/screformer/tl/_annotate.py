@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from ..model import SCReformer
 from ..module import ReformerConfig
-from ..pp import PreparedData, data_gene_names, prepare, unique_panel
+from ..pp import PreparedData, data_gene_names, prepare, unique_panel, variable_genes
 from ..pp._genes import normalize_gene_name
 from ..uhaf import map_labels
 from ._result import (
@@ -45,6 +45,7 @@ def annotate(
     layer: str | None = None,
     gene_symbols: str | None = None,
     config: ReformerConfig | dict | None = None,
+    n_top_genes: int | None = 2000,
     uhaf_organ: str | None = None,
     uhaf_tier: int = 1,
     uhaf_mapping: dict[str, str] | None = None,
@@ -104,6 +105,11 @@ def annotate(
     config
         Model architecture: a :class:`~screformer.module.ReformerConfig` or a dict of its
         fields (``n_genes`` is set from the panel); default: the CPU default.
+    n_top_genes
+        The panel of a new model (``model=None``): the training cells' ``n_top_genes`` most
+        variable genes (:func:`screformer.pp.variable_genes`), among the genes ``adata`` shares
+        with ``reference`` when one is given; ``None``: all the (shared) genes. A pretrained
+        encoder keeps its own panel.
     uhaf_organ, uhaf_tier, uhaf_mapping
         Also predict the uHAF types at ``uhaf_tier`` (1: first tier, e.g.
         ``Cardiomyocyte cell``) of organ ``uhaf_organ``: each label is mapped up the organ's
@@ -177,6 +183,8 @@ def annotate(
         raise ValueError("uhaf_organ chooses the classes to train: it needs labels_key.")
     if config is not None and model is not None:
         raise ValueError("config describes a new model; a given model brings its own.")
+    if n_top_genes is not None and n_top_genes < 1:
+        raise ValueError(f"n_top_genes must be a positive number or None, not {n_top_genes}.")
     if over_clustering is not None and over_clustering not in adata.obs:
         raise KeyError(f"over_clustering={over_clustering!r} is not a column of obs.")
 
@@ -193,6 +201,7 @@ def annotate(
             uhaf_organ,
             uhaf_tier,
             uhaf_mapping,
+            n_top_genes,
             train_kwargs,
         )
     else:
@@ -212,6 +221,7 @@ def annotate(
             "layer": layer,
             "gene_symbols": gene_symbols,
             "majority_voting": majority_voting,
+            "n_top_genes": n_top_genes,
         },
         prepared.alignment,
         prepared.input_kind,
@@ -252,6 +262,7 @@ def _fit(
     uhaf_organ,
     uhaf_tier,
     uhaf_mapping,
+    n_top_genes,
     train_kwargs,
 ) -> tuple[SCReformer, PreparedData]:
     """Fine-tune a model on the labelled cells of ``reference`` (default: ``adata``); the
@@ -274,6 +285,10 @@ def _fit(
         fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
         fields.pop("n_genes", None)  # the panel decides
         panel = None if reference is None else shared_genes(work, adata, gene_symbols)
+        if n_top_genes is not None:
+            panel = variable_genes(
+                work, n_top_genes, genes=panel, layer=layer, gene_symbols=gene_symbols
+            )
         model = SCReformer(work, gene_panel=panel, seed=train_kwargs.get("seed", 0), **fields)
     else:
         model = SCReformer.from_pretrained(model, work)
