@@ -86,9 +86,7 @@ def evaluate(name: str, n_genes, epochs, class_weight) -> dict:
     model = SCReformer(train, gene_panel=panel, seed=0)
     n_fit = int(0.9 * train.n_obs)  # the validation split keeps 10%
     max_epochs = old_rule(n_fit) if epochs == "old rule" else epochs
-    model.train(
-        max_epochs=max_epochs, class_weight=class_weight, seed=0, enable_progress_bar=False
-    )
+    model.train(max_epochs=max_epochs, class_weight=class_weight, seed=0, enable_progress_bar=False)
     fit_s = time.perf_counter() - start
     screformer.tl.annotate(test, model=model)
     lr = LogisticBaseline(train, train.obs[key], model.gene_panel, C=0.1, scale=False)
@@ -117,8 +115,7 @@ def markdown(s: dict) -> str:
         "never used). Macro F1 over the types present / accuracy (Unassigned share); logistic "
         "regression on the same panel.",
         "",
-        "| data | panel genes | max_epochs | class weight | epochs run | fit s | screformer "
-        "| LR |",
+        "| data | panel genes | max_epochs | class weight | epochs run | fit s | screformer | LR |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in s["rows"]:

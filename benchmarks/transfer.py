@@ -1,6 +1,8 @@
 """Transfer: label another study, or a query processed differently, as well as a linear model.
 
-Every value encoding of screformer and logistic regression on the same cells, in one run:
+screformer's configurations (``--variants``) and logistic regression on the same cells, in one
+run (``results/transfer.md``: the default, ``--variants relative+augment``; the value encodings
+were compared with the training recipe before 2026-12-02 in ``results/transfer_encodings.md``):
 
 - pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop);
 - PBMC: pbmc3k (10x v1) to Symphony's three 10x technologies, to Ding 2020's Drop-seq and inDrops

@@ -130,7 +130,7 @@ def test_demo_fine_tunes_the_bundled_model_offline(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(pooch, "retrieve", no_network)
     out = tmp_path / "demo.h5ad"
-    assert main(["demo", "--out", str(out), "--max-epochs", "1"]) == 0
+    assert main(["demo", "--out", str(out), "--max-epochs", "1", "--model", "default"]) == 0
     printed = capsys.readouterr().out
     assert "the pretrained model 'default'" in printed
     annotated = ad.read_h5ad(out)
