@@ -77,8 +77,9 @@ def inner_split(name: str):
     return fit_cells, adata[train[inner_test]].copy(), key
 
 
-def evaluate(name: str, n_genes, epochs, class_weight) -> dict:
-    train, test, key = inner_split(name)
+def evaluate(name: str, split, n_genes, epochs, class_weight) -> dict:
+    """One candidate on copies of ``split`` (registration and annotate write into them)."""
+    train, test, key = split[0].copy(), split[1].copy(), split[2]
     truth = test.obs[key].astype(str).to_numpy()
     start = time.perf_counter()
     panel = None if n_genes is None else variable_genes(train, n_genes)
@@ -145,7 +146,10 @@ def main(argv=None):
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--data", nargs="+", choices=list(DATA), default=list(DATA))
     args = parser.parse_args(argv)
-    rows = [evaluate(name, *c) for name in args.data for c in CANDIDATES[name]]
+    rows = []
+    for name in args.data:
+        split = inner_split(name)  # read once per data set
+        rows += [evaluate(name, split, *candidate) for candidate in CANDIDATES[name]]
     write_results(args.out, "choose_defaults", {"rows": rows, "decision": DECISION}, markdown)
 
 

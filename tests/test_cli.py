@@ -30,9 +30,13 @@ def test_annotate_writes_output_and_model(tmp_path, capsys):
         "--majority-voting",
         "--novelty-threshold",
         "none",
+        "--n-top-genes",
+        "12",
     )
     assert code == 0
     annotated = ad.read_h5ad(out)
+    assert annotated.uns["screformer"]["params"]["n_top_genes"] == 12
+    assert annotated.uns["screformer"]["gene_overlap"]["n_panel_genes"] == 12
     assert {
         "screformer_prediction",
         "screformer_confidence",
@@ -140,6 +144,16 @@ def test_demo_fine_tunes_the_bundled_model_offline(tmp_path, capsys, monkeypatch
     # right (0.886 when written).
     accuracy = float(printed.split("accuracy of assigned cells ")[1].split(".\n")[0])
     assert accuracy > 0.7
+
+
+@pytest.mark.slow
+def test_demo_trains_a_new_model_on_variable_genes_by_default(tmp_path, capsys):
+    out = tmp_path / "demo.h5ad"
+    assert main(["demo", "--out", str(out), "--max-epochs", "1"]) == 0
+    assert "Training a new model" in capsys.readouterr().out
+    annotated = ad.read_h5ad(out)
+    assert not annotated.uns["screformer"]["params"].get("pretrained")
+    assert annotated.uns["screformer"]["gene_overlap"]["n_panel_genes"] == 2000
 
 
 def test_version_and_verbose_after_the_command(tmp_path, capsys):

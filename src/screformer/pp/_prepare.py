@@ -149,7 +149,6 @@ def variable_genes(
 
     Examples
     --------
-    >>> import anndata as ad, numpy as np
     >>> import screformer
     >>> genes = variable_genes(screformer.datasets.pbmc3k(), 2000)
     >>> len(genes), genes[:3]
