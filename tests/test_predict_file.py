@@ -137,7 +137,7 @@ def test_atomic_write_mode_and_cleanup(tmp_path):
 @pytest.mark.parametrize("suffix", [".h5ad", ".csv"])
 def test_failure_midway_leaves_no_file(tmp_path, model, monkeypatch, suffix):
     _query().write_h5ad(tmp_path / "in.h5ad")
-    real = SCReformer.predict_proba
+    real = SCReformer.predict_proba_and_novelty
     calls = []
 
     def failing(self, prepared, *args, **kwargs):
@@ -146,7 +146,7 @@ def test_failure_midway_leaves_no_file(tmp_path, model, monkeypatch, suffix):
             raise RuntimeError("boom")
         return real(self, prepared, *args, **kwargs)
 
-    monkeypatch.setattr(SCReformer, "predict_proba", failing)
+    monkeypatch.setattr(SCReformer, "predict_proba_and_novelty", failing)
     with pytest.raises(RuntimeError, match="boom"):
         tl.predict_file(model, tmp_path / "in.h5ad", tmp_path / f"out{suffix}", chunk_size=32)
     assert calls == [32, 32]

@@ -1,13 +1,26 @@
-"""Novelty: how far a cell lies from the training cells of the type it was given.
+"""Novelty: how unlike a cell is to the training cells of the type it was given.
 
 A softmax spreads all probability over the known types, so a cell of a type the model never saw
 is often called one of them with high confidence (pbmc3k, B cells left out of training: 93% are
-called CD4 T cells above 0.5). A distance does not have that blind spot: a B cell lies far from
-every CD4 T cell the model was trained on. The score is the mean distance to the nearest
-training cells of the predicted type, in a PCA of the training cells' log-normalised expression,
-divided by that type's own spread (its training cells' distance to their neighbours), turned
-into a quantile of the same distance for the validation cells (cells held out of training)
-measured against their own type: 0.99 means farther than 99% of them.
+called CD4 T cells above 0.5). Three pieces of evidence that do not share that blind spot, each
+turned into a quantile among the validation cells (cells held out of training), 0.99 meaning
+farther than 99% of them:
+
+- **expression**: the mean distance to the nearest training cells of the predicted type, in a
+  PCA of the training cells' log-normalised expression, divided by that type's own spread;
+- **model features**: the Mahalanobis distance of the cell's penultimate-layer features (the
+  classifier's last hidden layer) to its predicted type's mean, with one covariance shared by all
+  types (Lee et al., NeurIPS 2018);
+- **energy**: ``-logsumexp(logits)``, low where the network's logits are large for some type
+  (Liu et al., NeurIPS 2020).
+
+The score is the largest of the three quantiles, turned into a quantile itself among the
+validation cells' own largest, so that a threshold of 0.99 still flags about 1% of typical cells.
+That needs at least ``MIN_VALIDATION_CELLS`` (100) validation cells; with fewer, the expression
+part alone is the score.
+The combination was chosen on the leave-one-type-out benchmark (``benchmarks/novel_types.py``,
+docs: interpretation). Checkpoints written before it hold the expression part only, which is then
+the score.
 """
 
 from __future__ import annotations
@@ -17,13 +30,21 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import sparse
+from scipy.special import logsumexp
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 N_GENES = 2000  # the most variable panel genes (of the training cells) the PCA reads
-N_COMPONENTS = 30  # chosen on the heart's leave-one-type-out (benchmarks/novel_types.py)
+N_COMPONENTS = 30  # of 5-50, on the heart's leave-one-type-out (novel_types.py, 2026-12-02)
 N_NEIGHBORS = 10
 MAX_CELLS_PER_TYPE = 1000  # training cells kept per type: bounds the checkpoint and the search
+RIDGE = 1e-3  # added to the feature covariance, as a share of its mean variance
+# The largest of three quantiles needs validation cells enough to resolve the default threshold
+# (0.99: at least 100 cells). With fewer, each quantile is coarse, a typical cell lies beyond every
+# validation cell on one of the three counts far more often than 1% (heart, about 50 validation
+# cells: 7.3% of known cells flagged against 1.6% with expression alone), so the expression part
+# alone is used.
+MIN_VALIDATION_CELLS = 100
 
 
 @dataclass
@@ -44,6 +65,18 @@ class NoveltyReference:
     >>> novel = sparse.csr_matrix(np.full((1, 20), 9.0))  # far from both types
     >>> float(ref.score(novel, np.array([0]))[0])
     1.0
+
+    With the model's outputs for the cells (here: made up), its features and energy count too:
+
+    >>> X, labels = sparse.vstack([X, X]).tocsr(), np.r_[labels, labels]  # 120 validation cells
+    >>> train, validation = np.arange(0, 240, 2), np.arange(1, 240, 2)
+    >>> logits = np.c_[labels == 0, labels == 1].astype(np.float32) * 5
+    >>> features = logits + rng.normal(0, 1, logits.shape).astype(np.float32)
+    >>> outputs = lambda rows: (logits[rows], features[rows])
+    >>> ref = NoveltyReference.fit(X, labels, train, validation, outputs=outputs)
+    >>> far = np.array([[0.0, 0.0]], dtype=np.float32)  # weak logits, features far from both
+    >>> float(ref.score(X[:1], np.array([0]), outputs=(far, far - 9))[0])
+    1.0
     """
 
     genes: np.ndarray  # panel columns read
@@ -53,11 +86,19 @@ class NoveltyReference:
     labels: np.ndarray  # their class indices
     spread: np.ndarray  # per class: median distance of its training cells to their neighbours
     calibration: np.ndarray  # validation cells' distances, sorted
+    # From the model's outputs (absent in checkpoints written before they were used):
+    feature_means: np.ndarray | None = None  # per class: mean penultimate features
+    feature_precision: np.ndarray | None = None  # inverse of the shared covariance
+    feature_calibration: np.ndarray | None = None  # validation cells' Mahalanobis distances
+    energy_calibration: np.ndarray | None = None  # validation cells' energies
+    combined_calibration: np.ndarray | None = None  # validation cells' largest quantile
 
     @classmethod
-    def fit(cls, X, labels, train_idx, val_idx, seed: int = 0):
+    def fit(cls, X, labels, train_idx, val_idx, seed: int = 0, outputs=None):
         """From the prepared matrix ``X`` (cells x panel, log2 values), the class index of each
-        cell, and the training and validation rows.
+        cell, the training and validation rows and, optionally, the model's ``outputs``: a
+        function of row indices of ``X`` that returns ``(logits, features)`` for those cells
+        (arrays of cells x classes and cells x penultimate features).
 
         The validation cells are measured against the training cells of their *true* type: the
         calibration is the spread of a type around its training cells. (Against their predicted
@@ -92,7 +133,41 @@ class NoveltyReference:
                 nearest = search.fit(cells).kneighbors(cells)[0][:, 1:]  # itself left out
                 reference.spread[c] = max(float(np.median(nearest.mean(1))), 1e-6)
         reference.calibration = np.sort(reference.distance(X[val_idx], labels[val_idx]))
+        if outputs is not None and len(val_idx) >= MIN_VALIDATION_CELLS:
+            reference._fit_outputs(outputs, labels, kept, val_idx, X)
         return reference
+
+    def _fit_outputs(self, outputs, labels, kept, val_idx, X) -> None:
+        features = np.asarray(outputs(kept)[1], dtype=np.float64)
+        means = np.zeros((int(labels.max()) + 1, features.shape[1]))
+        for c in np.unique(labels[kept]):
+            means[c] = features[labels[kept] == c].mean(0)
+        centred = features - means[labels[kept]]
+        covariance = np.atleast_2d(np.cov(centred, rowvar=False))
+        covariance += RIDGE * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
+        self.feature_means = means.astype(np.float32)
+        self.feature_precision = np.linalg.inv(covariance).astype(np.float32)
+        (logits, features), val_labels = outputs(val_idx), labels[val_idx]
+        self.feature_calibration = np.sort(self._feature_distance(features, val_labels))
+        self.energy_calibration = np.sort(_energy(logits))
+        own = self._quantiles(X[val_idx], val_labels, (logits, features))
+        self.combined_calibration = np.sort(own.max(0))
+
+    def _feature_distance(self, features, predicted) -> np.ndarray:
+        """Squared Mahalanobis distance of each cell's features to its predicted type's mean."""
+        centred = np.asarray(features, dtype=np.float32) - self.feature_means[predicted]
+        return np.einsum("ij,jk,ik->i", centred, self.feature_precision, centred)
+
+    def _quantiles(self, X, predicted, outputs) -> np.ndarray:
+        """The three quantiles (expression, features, energy), 3 x cells."""
+        logits, features = outputs
+        return np.stack(
+            [
+                _quantile(self.calibration, self.distance(X, predicted)),
+                _quantile(self.feature_calibration, self._feature_distance(features, predicted)),
+                _quantile(self.energy_calibration, _energy(logits)),
+            ]
+        )
 
     def distance(self, X, predicted: np.ndarray) -> np.ndarray:
         """Mean distance of each cell (row of ``X``) to its predicted type's nearest training
@@ -106,21 +181,39 @@ class NoveltyReference:
                 out[rows] = search.fit(reference).kneighbors(coords[rows])[0].mean(1)
         return out / self.spread[predicted]
 
-    def score(self, X, predicted: np.ndarray) -> np.ndarray:
-        """The share of validation cells nearer to their type than each cell is to its own:
-        0 (typical) to 1 (farther than all of them)."""
+    def score(self, X, predicted: np.ndarray, outputs=None) -> np.ndarray:
+        """0 (typical) to 1 (farther than all validation cells): for each cell (row of ``X``)
+        given type ``predicted``, with the model's ``(logits, features)`` for the cells when the
+        reference was fitted with them (else the expression part alone)."""
         if len(self.calibration) == 0:
             return np.zeros(X.shape[0], dtype=np.float32)
-        rank = np.searchsorted(self.calibration, self.distance(X, predicted), side="right")
-        return (rank / len(self.calibration)).astype(np.float32)
+        if outputs is None or self.combined_calibration is None:
+            return _quantile(self.calibration, self.distance(X, predicted))
+        largest = self._quantiles(X, predicted, outputs).max(0)
+        return _quantile(self.combined_calibration, largest)
 
     def to_checkpoint(self) -> dict:
         """Tensors only: checkpoints are read with ``torch.load(weights_only=True)``."""
-        return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in vars(self).items()}
+        return {
+            k: torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in vars(self).items()
+            if v is not None
+        }
 
     @classmethod
     def from_checkpoint(cls, payload: dict) -> NoveltyReference:
         return cls(**{k: v.numpy() for k, v in payload.items()})
+
+
+def _quantile(calibration: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The share of ``calibration`` (sorted) at or below each value."""
+    rank = np.searchsorted(calibration, values, side="right")
+    return (rank / len(calibration)).astype(np.float32)
+
+
+def _energy(logits: np.ndarray) -> np.ndarray:
+    """``-logsumexp(logits)`` per cell: high where no type's logit is large."""
+    return -logsumexp(np.asarray(logits, dtype=np.float64), axis=1)
 
 
 def _dense(X) -> np.ndarray:

@@ -434,7 +434,9 @@ class SCReformer(BaseModelClass):
                 self.temperature_ = fit_temperature(
                     torch.from_numpy(logits), torch.from_numpy(labels[val_idx])
                 )
-            self.novelty_ = NoveltyReference.fit(X, labels, train_idx, val_idx, seed=seed)
+            self.novelty_ = NoveltyReference.fit(
+                X, labels, train_idx, val_idx, seed, lambda rows: self._logits_and_features(X[rows])
+            )
             params["validation_accuracy"] = _warn_if_no_better_than_majority(
                 logits.argmax(1), labels[val_idx], train_counts, self.classes
             )
@@ -497,8 +499,29 @@ class SCReformer(BaseModelClass):
         ``temperature`` divides the logits (default: ``temperature_``, 1 unless calibrated).
         """
         self._check_if_trained(warn=True)
-        temperature = self.temperature_ if temperature is None else temperature
         logits = self._run(prepared.X, self.module, batch_size)
+        return self._softmax(logits, temperature)
+
+    def predict_proba_and_novelty(
+        self, prepared: PreparedData, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities (as :meth:`predict_proba`) and each cell's novelty score (``None``
+        for a model without a novelty reference), from one pass over the cells."""
+        if self.novelty_ is None:
+            return self.predict_proba(prepared, batch_size), None
+        self._check_if_trained(warn=True)
+        logits, features = self._logits_and_features(prepared.X, batch_size)
+        probabilities = self._softmax(logits)
+        novelty = self.novelty_.score(prepared.X, probabilities.argmax(1), (logits, features))
+        return probabilities, novelty
+
+    def _logits_and_features(self, X, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and the classifier's last hidden layer of the rows of prepared ``X``."""
+        out = self._run(X, self.module.logits_and_features, batch_size)
+        return out[:, : len(self.classes)], out[:, len(self.classes) :]
+
+    def _softmax(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        temperature = self.temperature_ if temperature is None else temperature
         return torch.softmax(torch.from_numpy(logits) / temperature, dim=-1).numpy()
 
     def get_latent_representation(

@@ -132,5 +132,9 @@ class ConvMLPClassifier(nn.Module):
         panel = panel.scatter(1, gene_ids, values.to(panel.dtype))
         return panel[:, : self.n_genes]
 
+    def features(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
+        """The MLP's last hidden layer, ``(batch, mlp_hidden[-1])``: what novelty reads."""
+        return self.mlp[:-1](self.gene_values(hidden, gene_ids))
+
     def forward(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.gene_values(hidden, gene_ids))

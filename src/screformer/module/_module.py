@@ -58,6 +58,12 @@ class SCReformerModule(nn.Module):
             raise RuntimeError("This module has no classifier (n_classes=0).")
         return self.classifier(self.encoder(embedded, mask), gene_ids)
 
+    def logits_and_features(self, gene_ids, bins, mask) -> torch.Tensor:
+        """Class logits and the classifier's last hidden layer side by side, ``(batch,
+        n_classes + mlp_hidden[-1])``, from one pass: the inputs of novelty scores."""
+        features = self.classifier.features(self.encode(gene_ids, bins, mask), gene_ids)
+        return torch.cat([self.classifier.mlp[-1](features), features], dim=1)
+
     def mlm_logits(self, gene_ids, bins, mask) -> torch.Tensor:
         """Bin logits for every token, ``(batch, tokens, top_bin + 1)``."""
         return self.mlm_head(self.encode(gene_ids, bins, mask))

@@ -1,0 +1,59 @@
+"""The novelty reference: its three kinds of evidence, their calibration, old checkpoints."""
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from screformer.model import NoveltyReference
+
+
+@pytest.fixture
+def two_types():
+    rng = np.random.default_rng(0)
+    X = rng.poisson(3, (400, 30)).astype(np.float32)
+    X[200:, :15] = 0  # type 1 lacks the first 15 genes
+    labels = np.repeat([0, 1], 200)
+    logits = np.c_[labels == 0, labels == 1] * 4.0 + rng.normal(0, 1, (400, 2))
+    features = np.c_[logits, rng.normal(0, 1, (400, 3))]
+    train, validation = np.arange(0, 400, 2), np.arange(1, 400, 2)
+    outputs = lambda rows: (logits[rows], features[rows])  # noqa: E731
+    reference = NoveltyReference.fit(sparse.csr_matrix(X), labels, train, validation, 0, outputs)
+    return reference, sparse.csr_matrix(X), labels, validation, outputs
+
+
+def test_typical_cells_score_low_and_each_kind_of_evidence_flags_a_cell(two_types):
+    reference, X, labels, validation, outputs = two_types
+    scores = reference.score(X[validation], labels[validation], outputs(validation))
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert np.mean(scores > 0.99) <= 0.02  # calibrated: about 1% of typical cells above 0.99
+    logits, features = outputs(validation[:1])
+    cell = X[validation[:1]]  # a typical type-0 cell, then made unusual one way at a time
+    assert reference.score(cell, np.array([0]), (logits, features))[0] < 0.99
+    unlike = sparse.csr_matrix(np.full((1, 30), 20.0))
+    assert reference.score(unlike, np.array([0]), (logits, features))[0] == 1
+    assert reference.score(cell, np.array([0]), (logits, features + 50))[0] == 1
+    assert reference.score(cell, np.array([0]), (logits - 50, features))[0] == 1
+
+
+def test_too_few_validation_cells_leave_the_expression_part_alone(two_types):
+    reference, X, labels, validation, outputs = two_types
+    few = NoveltyReference.fit(X, labels, np.arange(0, 400, 2), validation[:99], 0, outputs)
+    assert few.combined_calibration is None and few.feature_means is None
+    np.testing.assert_array_equal(
+        few.score(X[validation], labels[validation], outputs(validation)),
+        few.score(X[validation], labels[validation]),
+    )
+
+
+def test_a_checkpoint_without_the_model_evidence_scores_by_expression(two_types):
+    reference, X, labels, validation, outputs = two_types
+    payload = reference.to_checkpoint()
+    old = {k: v for k, v in payload.items() if not k.startswith(("feature", "energy", "combined"))}
+    loaded = NoveltyReference.from_checkpoint(old)
+    assert loaded.combined_calibration is None
+    expression_only = reference.score(X[validation], labels[validation])
+    np.testing.assert_array_equal(
+        loaded.score(X[validation], labels[validation], outputs(validation)), expression_only
+    )
+    full = NoveltyReference.from_checkpoint(payload)
+    np.testing.assert_array_equal(full.feature_precision, reference.feature_precision)
