@@ -411,23 +411,23 @@ def markdown(s: dict) -> str:
             lines.append(f"| {r['task']} | {r['n_genes']} | " + " | ".join(cells) + " |")
         means = [_mean(rows, m, "macro_f1") for m in methods]
         lines.append("| **mean macro F1** | | " + " | ".join(means) + " |")
-    errors = [
-        f"- {r['task']}, {m}: {r[m]['error']}"
-        for r in every
-        for m in methods
-        if "error" in r.get(m, {})
-    ]
-    if errors:
-        lines += ["", "## Failures", "", *errors]
-    retries = [
-        f"- {r['task']}, {m}: failed with its defaults (a training batch of one cell), "
-        f"retried with {r[m]['retried_with']}"
-        for r in every
-        for m in methods
-        if "retried_with" in r.get(m, {})
-    ]
-    if retries:
-        lines += ["", "## Retries", "", *retries]
+    # Runs that failed, and runs retried after scANVI's batch-of-one failure.
+    for title, key, say in [
+        ("Failures", "error", "{}"),
+        (
+            "Retries",
+            "retried_with",
+            "failed with its defaults (a training batch of one cell), retried with {}",
+        ),
+    ]:
+        notes = [
+            f"- {r['task']}, {m}: " + say.format(r[m][key])
+            for r in every
+            for m in methods
+            if key in r.get(m, {})
+        ]
+        if notes:
+            lines += ["", f"## {title}", "", *notes]
     return "\n".join(lines) + "\n"
 
 
