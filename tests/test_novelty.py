@@ -57,3 +57,27 @@ def test_a_checkpoint_without_the_model_evidence_scores_by_expression(two_types)
     )
     full = NoveltyReference.from_checkpoint(payload)
     np.testing.assert_array_equal(full.feature_precision, reference.feature_precision)
+
+
+def test_a_model_with_100_validation_cells_scores_with_its_own_outputs():
+    import screformer
+    from screformer.tl._annotate import label_cells
+
+    from .conftest import TINY, TINY_TRAIN, make_counts
+
+    adata = make_counts(n_per_class=350)  # 10% validation: 105 cells
+    model = screformer.tl.annotate(
+        adata, "cell_type", config=TINY, **TINY_TRAIN | {"max_epochs": 1}
+    )
+    reference = model.novelty_
+    assert reference.combined_calibration is not None and reference.feature_means is not None
+    assert reference.feature_means.shape == (3, TINY["mlp_hidden"][-1])
+    prepared = model.prepare(adata)
+    logits, features = model._logits_and_features(prepared.X)
+    expected = reference.score(prepared.X, logits.argmax(1), (logits, features))
+    assert not np.allclose(
+        expected, reference.score(prepared.X, logits.argmax(1))
+    )  # not expression
+    result = label_cells(model, prepared, adata.obs_names, 0.0, None, "screformer")
+    np.testing.assert_allclose(result.novelty, expected)
+    np.testing.assert_allclose(adata.obs["screformer_novelty"], expected)
