@@ -61,6 +61,8 @@ VARIANTS = {
     ),
 }
 DEFAULT_VARIANTS = ["absolute", "relative", "relative+augment"]
+# Confidence thresholds scored from each reference-mode model's calls (cross-study and CV tasks).
+THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 # Coarse and harmonised PBMC labels: each study's names to one vocabulary.
 PBMC3K_FINE = {
@@ -143,7 +145,9 @@ def labelled(path: str, key: str, mapping: dict | None = None, layer: str | None
     return out[:, ~out.var_names.duplicated()].copy()
 
 
-def run_screformer(query, reference, variant: dict, epochs) -> tuple[np.ndarray, float]:
+def run_screformer(query, reference, variant: dict, epochs) -> tuple[np.ndarray, float, dict]:
+    """The default calls, the seconds taken, and the calls at each of ``THRESHOLDS`` (from the
+    same model: the threshold only decides which of its calls are kept)."""
     query = query.copy()
     start = time.perf_counter()
     screformer.tl.annotate(
@@ -155,14 +159,24 @@ def run_screformer(query, reference, variant: dict, epochs) -> tuple[np.ndarray,
         **variant["train"],
         enable_progress_bar=False,
     )
-    return query.obs["screformer_prediction"].astype(str).to_numpy(), time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    predicted = query.obs["screformer_prediction"].astype(str).to_numpy()
+    confidence = query.obs["screformer_confidence"].to_numpy()
+    best = np.asarray(query.uns["screformer"]["classes"])[
+        query.obsm["screformer_probabilities"].argmax(1)
+    ]
+    # Unassigned for another reason than confidence (no panel gene expressed) at any threshold.
+    used = query.uns["screformer"]["params"]["unassigned_threshold"]
+    other = (predicted == "Unassigned") & (confidence >= used)
+    by_threshold = {t: np.where((confidence < t) | other, "Unassigned", best) for t in THRESHOLDS}
+    return predicted, seconds, by_threshold
 
 
 def run_lr(query, reference) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     genes = screformer.tl.shared_genes(reference, query, min_genes=1)
     model = LogisticBaseline(reference, reference.obs["label"], genes, C=0.1, scale=False)
-    return model.predict(query), time.perf_counter() - start
+    return model.predict(query), time.perf_counter() - start, {}
 
 
 def transfer_row(task, query, reference, variants, epochs) -> dict:
@@ -174,10 +188,16 @@ def transfer_row(task, query, reference, variants, epochs) -> dict:
     methods = {name: (run_screformer, (v, epochs)) for name, v in variants.items()}
     methods["logistic_regression"] = (run_lr, ())
     for name, (fn, extra) in methods.items():
-        predicted, seconds = fn(query, reference, *extra)
+        predicted, seconds, by_threshold = fn(query, reference, *extra)
         row[name] = score(truth[known], predicted[known]) | {"seconds": seconds}
         if (~known).any():
             row[name]["unseen_types_unassigned"] = float(np.mean(predicted[~known] == "Unassigned"))
+        for t, calls in by_threshold.items():
+            at = row[name].setdefault("by_threshold", {})[str(t)] = score(
+                truth[known], calls[known]
+            )
+            if (~known).any():
+                at["unseen_types_unassigned"] = float(np.mean(calls[~known] == "Unassigned"))
         print(f"{task} | {name}: {row[name]}", flush=True)
     return row
 
@@ -272,11 +292,11 @@ def processed_query_rows(name, adata, variants, epochs, seed) -> list[dict]:
             predicted = query.obs["screformer_prediction"].astype(str).to_numpy()
             rows[view][method] = score(truth, predicted)
             if view.startswith(("(c)", "(d)")):
-                predicted, _ = run_screformer(query, train, variant, epochs)
+                predicted, _, _ = run_screformer(query, train, variant, epochs)
                 rows[view][f"{method} (reference mode)"] = score(truth, predicted)
             print(f"{name} {view} | {method}: {rows[view][method]}", flush=True)
     for view, query in views.items():
-        predicted, _ = run_lr(query, train)
+        predicted, _, _ = run_lr(query, train)
         rows[view]["logistic_regression"] = score(truth, predicted)
     return list(rows.values())
 
@@ -391,6 +411,64 @@ def targets(s: dict, method: str) -> list[str]:
     ]
 
 
+def threshold_lines(s: dict, method: str) -> list[str]:
+    """Mean macro F1 (Unassigned share) of each stage at each confidence threshold, and each
+    stage's threshold as chosen on the other stages' tasks alone (ties: the higher threshold)."""
+    stages = {
+        stage: [r[method]["by_threshold"] for r in rows if "by_threshold" in r.get(method, {})]
+        for stage, rows in s["results"].items()
+    }
+    stages = {stage: rows for stage, rows in stages.items() if rows}
+    if not stages:
+        return []
+    thresholds = list(next(iter(stages.values()))[0])
+
+    def mean(rows, t, key="macro_f1"):
+        return float(np.mean([r[t][key] for r in rows]))
+
+    unseen = [r for rows in stages.values() for r in rows if "unseen_types_unassigned" in r["0.0"]]
+    columns = [f"{st} ({len(r)})" for st, r in stages.items()]
+    if unseen:
+        columns.append(f"types the reference lacks (tasks: {len(unseen)})")
+    lines = [
+        "",
+        f"## Confidence threshold in reference mode (`{method}`)",
+        "",
+        "The same models' calls at each threshold (cells under it are Unassigned). Mean macro "
+        "F1 (mean Unassigned share of the known types' cells) per stage"
+        + (
+            ", and the mean share of the cells of types the reference lacks called Unassigned"
+            if unseen
+            else ""
+        )
+        + "; last rows: each stage's threshold chosen on the other stages' tasks only, and its "
+        "macro F1 there.",
+        "",
+        "| threshold | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for t in thresholds:
+        cells = [
+            f"{mean(r, t):.3f} ({100 * mean(r, t, 'unassigned'):.1f}%)" for r in stages.values()
+        ]
+        if unseen:
+            cells.append(f"{100 * mean(unseen, t, 'unseen_types_unassigned'):.0f}%")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    if len(stages) < 2:
+        return lines
+    chosen = {}
+    for stage in stages:
+        others = [r for st, rows in stages.items() if st != stage for r in rows]
+        chosen[stage] = max(reversed(thresholds), key=lambda t: mean(others, t))
+    lines.append("| chosen on the other stages | " + " | ".join(chosen[st] for st in stages) + " |")
+    lines.append(
+        "| macro F1 at that threshold | "
+        + " | ".join(f"{mean(rows, chosen[st]):.3f}" for st, rows in stages.items())
+        + " |"
+    )
+    return lines
+
+
 def markdown(s: dict) -> str:
     methods = s["methods"]
     means = stage_means(s)
@@ -428,7 +506,7 @@ def markdown(s: dict) -> str:
     )
     default = "relative+augment"
     if default in methods:
-        lines += ["", *targets(s, default)]
+        lines += ["", *targets(s, default), *threshold_lines(s, default)]
     for stage, rows in s["results"].items():
         columns = [*methods, *sorted({m for r in rows for m in r if m.endswith("mode)")})]
         lines += ["", f"## {stage}", "", "| task | genes | " + " | ".join(columns) + " |"]

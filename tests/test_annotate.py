@@ -106,6 +106,7 @@ def test_all_zero_cells_are_unassigned(counts_adata):
     [
         (lambda a: None, dict(labels_key="missing"), KeyError),
         (lambda a: None, dict(labels_key="cell_type", unassigned_threshold=1.5), ValueError),
+        (lambda a: None, dict(labels_key="cell_type", unassigned_threshold="low"), ValueError),
         (lambda a: a.X.data.__setitem__(0, -3.0), dict(labels_key="cell_type"), ValueError),
         (lambda a: a.X.data.__setitem__(0, np.nan), dict(labels_key="cell_type"), ValueError),
         (lambda a: None, dict(), ValueError),
@@ -280,6 +281,20 @@ def test_novelty_calls_cells_unlike_any_training_type_unassigned():
     assert (query.obs["ref_novelty"][:5] == 1).all()
     assert not (query.obs["ref_prediction"] == UNASSIGNED).any()
     assert "novelty_threshold" not in query.uns["ref"]["params"]
+
+
+def test_auto_threshold_is_lower_with_a_reference(counts_adata):
+    query = counts_adata.copy()
+    _annotate(counts_adata, "cell_type")
+    assert counts_adata.uns["screformer"]["params"]["unassigned_threshold"] == 0.5
+    query.obs = query.obs.drop(columns="cell_type")
+    _annotate(query, "cell_type", reference=counts_adata)
+    assert query.uns["screformer"]["params"]["unassigned_threshold"] == 0.1
+    confidence = query.obs["screformer_confidence"].to_numpy()
+    unassigned = (query.obs["screformer_prediction"] == UNASSIGNED).to_numpy()
+    np.testing.assert_array_equal(unassigned, confidence < 0.1)
+    # A tiny model is unsure: at scBERT's 0.5 the same cells would not all be called.
+    assert (confidence < 0.5).any()
 
 
 def test_annotation_result_writes_only_into_its_own_cells(counts_adata):
