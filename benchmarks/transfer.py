@@ -15,7 +15,9 @@ were compared with the training recipe before 2026-12-02 in ``results/transfer_e
   default).
 
 Scores: macro F1 over the cell types present in the scored cells' truth, accuracy and the share
-called Unassigned (screformer's default threshold 0.5; logistic regression assigns every cell).
+called Unassigned (screformer's default thresholds; logistic regression assigns every cell). Each
+reference-mode model's calls are also scored at confidence thresholds 0 to 0.5, and each stage's
+threshold chosen on the other stages alone (how the default with a reference was chosen).
 In a cross-study transfer the scored cells are those whose type the reference has; the share of
 the others called Unassigned is reported apart. Logistic regression: C=0.1 on log-normalised
 values (screformer's preprocessing), trained on the genes both data sets share.

@@ -18,7 +18,7 @@ from .._io import atomic_write
 from ..data import _streaming
 from ..model import SCReformer
 from ..pp import PreparedData, detect_input, to_panel
-from ._annotate import label_cells, run_record
+from ._annotate import UNASSIGNED_THRESHOLD, label_cells, run_record
 from ._result import UNASSIGNED, warn_if_mostly_unassigned
 
 logger = logging.getLogger("screformer")
@@ -33,7 +33,7 @@ def predict_file(
     *,
     chunk_size: int = 4096,
     key_added: str = "screformer",
-    unassigned_threshold: float = 0.5,
+    unassigned_threshold: float = UNASSIGNED_THRESHOLD,
     novelty_threshold: float | None = None,
     layer: str | None = None,
     gene_symbols: str | None = None,
