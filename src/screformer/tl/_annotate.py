@@ -87,10 +87,10 @@ def annotate(
         Cells whose best probability is below this are called ``"Unassigned"``; 0 assigns every
         cell. ``"auto"``: scBERT's 0.5, or 0.1 with a ``reference``: across studies the
         model's confidence drops on the cells it calls right too (with 0.5, a quarter to a
-        third of Baron's pancreas cells were Unassigned, most of them called right at 0.1; the
-        transfer benchmark's macro F1, 25 tasks: 0.851 at 0.5, 0.860 at 0.1). The price: cells
-        of a type the reference lacks are then labelled as the nearest type it has
-        (docs: transfer).
+        third of Baron's pancreas cells were Unassigned, about half of them called right at
+        0.1; the transfer benchmark's macro F1, 25 tasks: 0.851 at 0.5, 0.860 at 0.1). The
+        price: cells of a type the reference lacks are then labelled as the nearest type it
+        has (docs: transfer).
     novelty_threshold
         Cells whose novelty score (0-1: how unlike its predicted type's training cells a cell
         is, by expression, model features and energy, as a quantile among the validation cells;
