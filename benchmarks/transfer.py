@@ -4,7 +4,8 @@ screformer's configurations (``--variants``) and logistic regression on the same
 run (``results/transfer.md``: the default, ``--variants relative+augment``; the value encodings
 were compared with the training recipe before 2026-12-02 in ``results/transfer_encodings.md``):
 
-- pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop);
+- pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop; its file
+  holds human and mouse cells, scored also by species);
 - PBMC: pbmc3k (10x v1) to Symphony's three 10x technologies, to Ding 2020's Drop-seq and inDrops
   cells, and technology to technology within Symphony and within Ding;
 - processed query: pbmc3k and heart, stratified 80/20; a model fine-tuned on the 80% (counts)
@@ -115,11 +116,10 @@ def load_pancreas(name: str) -> ad.AnnData:
     adata = ad.read_h5ad(DATA_DIR / "labelled" / file)
     adata.obs_names = [f"{name}:{i}" for i in range(adata.n_obs)]
     labels = adata.obs[key].astype(str).replace(PANCREAS_HARMONISE)
-    return ad.AnnData(
-        adata.X,
-        obs=pd.DataFrame({"label": labels.to_numpy()}, index=adata.obs_names),
-        var=pd.DataFrame(index=adata.var_names),
-    )
+    # Baron's file holds human and mouse cells (on ortholog symbols; obs['Batch']).
+    species = adata.obs["Batch"].astype(str) if name == "baron" else "human"
+    obs = pd.DataFrame({"label": labels.to_numpy(), "species": species}, index=adata.obs_names)
+    return ad.AnnData(adata.X, obs=obs, var=pd.DataFrame(index=adata.var_names))
 
 
 def on_genes(studies: list[ad.AnnData], genes: list[str]) -> ad.AnnData:
@@ -192,6 +192,12 @@ def transfer_row(task, query, reference, variants, epochs) -> dict:
     for name, (fn, extra) in methods.items():
         predicted, seconds, by_threshold = fn(query, reference, *extra)
         row[name] = score(truth[known], predicted[known]) | {"seconds": seconds}
+        if query.obs.get("species", pd.Series(["human"])).nunique() > 1:
+            species = query.obs["species"].to_numpy()
+            row[name]["by_species"] = {
+                sp: score(truth[known & (species == sp)], predicted[known & (species == sp)])
+                for sp in np.unique(species)
+            }
         if (~known).any():
             row[name]["unseen_types_unassigned"] = float(np.mean(predicted[~known] == "Unassigned"))
         for t, calls in by_threshold.items():
@@ -516,6 +522,19 @@ def markdown(s: dict) -> str:
         for r in rows:
             cells = [_cell(r.get(m)) for m in columns]
             lines.append(f"| {r['task']} | {r.get('n_genes', '')} | " + " | ".join(cells) + " |")
+        split = [r for r in rows if "by_species" in r.get(methods[0], {})]
+        if split:
+            lines += [
+                "",
+                "The same, split by the query's species (Baron: human and mouse cells):",
+                "",
+            ]
+            lines += ["| task | species | " + " | ".join(methods) + " |"]
+            lines.append("|---" * (len(methods) + 2) + "|")
+            for r in split:
+                for sp in r[methods[0]]["by_species"]:
+                    cells = [_cell(r[m]["by_species"][sp]) for m in methods]
+                    lines.append(f"| {r['task']} | {sp} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
