@@ -106,7 +106,8 @@ def compare_evidence(model, scored: ad.AnnData, truth, is_novel) -> dict:
     reference = model.novelty_
     scores = {"combined": reference.score(prepared.X, predicted, (logits, features))}
     if reference.combined_calibration is not None:  # else too few validation cells for it
-        each = reference._quantiles(prepared.X, predicted, (logits, features))
+        distances = reference.distance(prepared.X, predicted)
+        each = reference._quantiles(distances, predicted, (logits, features))
         scores |= dict(zip(EVIDENCE[:3], each, strict=True))
     best = np.asarray(model.classes)[predicted]
 

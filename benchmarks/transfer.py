@@ -189,23 +189,24 @@ def transfer_row(task, query, reference, variants, epochs) -> dict:
     row["n_genes"] = len(screformer.tl.shared_genes(reference, query, min_genes=1))
     methods = {name: (run_screformer, (v, epochs)) for name, v in variants.items()}
     methods["logistic_regression"] = (run_lr, ())
+
+    def scored(calls) -> dict:
+        out = score(truth[known], calls[known])
+        if (~known).any():
+            out["unseen_types_unassigned"] = float(np.mean(calls[~known] == "Unassigned"))
+        return out
+
+    species = query.obs["species"].to_numpy() if "species" in query.obs else None
     for name, (fn, extra) in methods.items():
         predicted, seconds, by_threshold = fn(query, reference, *extra)
-        row[name] = score(truth[known], predicted[known]) | {"seconds": seconds}
-        if query.obs.get("species", pd.Series(["human"])).nunique() > 1:
-            species = query.obs["species"].to_numpy()
+        row[name] = scored(predicted) | {"seconds": seconds}
+        if species is not None and len(np.unique(species)) > 1:
             row[name]["by_species"] = {
                 sp: score(truth[known & (species == sp)], predicted[known & (species == sp)])
                 for sp in np.unique(species)
             }
-        if (~known).any():
-            row[name]["unseen_types_unassigned"] = float(np.mean(predicted[~known] == "Unassigned"))
-        for t, calls in by_threshold.items():
-            at = row[name].setdefault("by_threshold", {})[str(t)] = score(
-                truth[known], calls[known]
-            )
-            if (~known).any():
-                at["unseen_types_unassigned"] = float(np.mean(calls[~known] == "Unassigned"))
+        if by_threshold:
+            row[name]["by_threshold"] = {str(t): scored(c) for t, c in by_threshold.items()}
         print(f"{task} | {name}: {row[name]}", flush=True)
     return row
 

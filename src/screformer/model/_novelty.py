@@ -94,11 +94,14 @@ class NoveltyReference:
     combined_calibration: np.ndarray | None = None  # validation cells' largest quantile
 
     @classmethod
-    def fit(cls, X, labels, train_idx, val_idx, seed: int = 0, outputs=None):
+    def fit(
+        cls, X, labels, train_idx, val_idx, seed: int = 0, outputs=None, validation_outputs=None
+    ):
         """From the prepared matrix ``X`` (cells x panel, log2 values), the class index of each
         cell, the training and validation rows and, optionally, the model's ``outputs``: a
         function of row indices of ``X`` that returns ``(logits, features)`` for those cells
-        (arrays of cells x classes and cells x penultimate features).
+        (arrays of cells x classes and cells x penultimate features);
+        ``validation_outputs``: ``outputs(val_idx)`` when the caller has it already.
 
         The validation cells are measured against the training cells of their *true* type: the
         calibration is the spread of a type around its training cells. (Against their predicted
@@ -132,12 +135,15 @@ class NoveltyReference:
                 search = NearestNeighbors(n_neighbors=min(N_NEIGHBORS + 1, len(cells)))
                 nearest = search.fit(cells).kneighbors(cells)[0][:, 1:]  # itself left out
                 reference.spread[c] = max(float(np.median(nearest.mean(1))), 1e-6)
-        reference.calibration = np.sort(reference.distance(X[val_idx], labels[val_idx]))
+        distances = reference.distance(X[val_idx], labels[val_idx])
+        reference.calibration = np.sort(distances)
         if outputs is not None and len(val_idx) >= MIN_VALIDATION_CELLS:
-            reference._fit_outputs(outputs, labels, kept, val_idx, X)
+            if validation_outputs is None:
+                validation_outputs = outputs(val_idx)
+            reference._fit_outputs(outputs, validation_outputs, labels, kept, val_idx, distances)
         return reference
 
-    def _fit_outputs(self, outputs, labels, kept, val_idx, X) -> None:
+    def _fit_outputs(self, outputs, validation_outputs, labels, kept, val_idx, distances) -> None:
         features = np.asarray(outputs(kept)[1], dtype=np.float64)
         means = np.zeros((int(labels.max()) + 1, features.shape[1]))
         for c in np.unique(labels[kept]):
@@ -147,10 +153,10 @@ class NoveltyReference:
         covariance += RIDGE * np.trace(covariance) / len(covariance) * np.eye(len(covariance))
         self.feature_means = means.astype(np.float32)
         self.feature_precision = np.linalg.inv(covariance).astype(np.float32)
-        (logits, features), val_labels = outputs(val_idx), labels[val_idx]
+        (logits, features), val_labels = validation_outputs, labels[val_idx]
         self.feature_calibration = np.sort(self._feature_distance(features, val_labels))
         self.energy_calibration = np.sort(_energy(logits))
-        own = self._quantiles(X[val_idx], val_labels, (logits, features))
+        own = self._quantiles(distances, val_labels, validation_outputs)
         self.combined_calibration = np.sort(own.max(0))
 
     def _feature_distance(self, features, predicted) -> np.ndarray:
@@ -158,12 +164,13 @@ class NoveltyReference:
         centred = np.asarray(features, dtype=np.float32) - self.feature_means[predicted]
         return np.einsum("ij,jk,ik->i", centred, self.feature_precision, centred)
 
-    def _quantiles(self, X, predicted, outputs) -> np.ndarray:
-        """The three quantiles (expression, features, energy), 3 x cells."""
+    def _quantiles(self, distances, predicted, outputs) -> np.ndarray:
+        """The three quantiles (expression, features, energy), 3 x cells, from the cells'
+        expression ``distances`` (:meth:`distance`) and the model's outputs."""
         logits, features = outputs
         return np.stack(
             [
-                _quantile(self.calibration, self.distance(X, predicted)),
+                _quantile(self.calibration, distances),
                 _quantile(self.feature_calibration, self._feature_distance(features, predicted)),
                 _quantile(self.energy_calibration, _energy(logits)),
             ]
@@ -187,9 +194,10 @@ class NoveltyReference:
         reference was fitted with them (else the expression part alone)."""
         if len(self.calibration) == 0:
             return np.zeros(X.shape[0], dtype=np.float32)
+        distances = self.distance(X, predicted)
         if outputs is None or self.combined_calibration is None:
-            return _quantile(self.calibration, self.distance(X, predicted))
-        largest = self._quantiles(X, predicted, outputs).max(0)
+            return _quantile(self.calibration, distances)
+        largest = self._quantiles(distances, predicted, outputs).max(0)
         return _quantile(self.combined_calibration, largest)
 
     def to_checkpoint(self) -> dict:

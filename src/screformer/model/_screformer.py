@@ -429,13 +429,21 @@ class SCReformer(BaseModelClass):
             raise ValueError("calibrate=True needs validation cells (validation_size > 0).")
         self.novelty_ = None
         if len(val_idx):
-            logits = self._run(X[val_idx], self.module, batch_size=64)
+            # One pass over the validation cells: logits for the temperature and the accuracy,
+            # logits and features for the novelty reference.
+            logits, features = self._logits_and_features(X[val_idx])
             if calibrate:
                 self.temperature_ = fit_temperature(
                     torch.from_numpy(logits), torch.from_numpy(labels[val_idx])
                 )
             self.novelty_ = NoveltyReference.fit(
-                X, labels, train_idx, val_idx, seed, lambda rows: self._logits_and_features(X[rows])
+                X,
+                labels,
+                train_idx,
+                val_idx,
+                seed,
+                outputs=lambda rows: self._logits_and_features(X[rows]),
+                validation_outputs=(logits, features),
             )
             params["validation_accuracy"] = _warn_if_no_better_than_majority(
                 logits.argmax(1), labels[val_idx], train_counts, self.classes

@@ -132,9 +132,11 @@ class ConvMLPClassifier(nn.Module):
         panel = panel.scatter(1, gene_ids, values.to(panel.dtype))
         return panel[:, : self.n_genes]
 
-    def features(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
-        """The MLP's last hidden layer, ``(batch, mlp_hidden[-1])``: what novelty reads."""
-        return self.mlp[:-1](self.gene_values(hidden, gene_ids))
+    def logits_and_features(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
+        """Class logits and the MLP's last hidden layer side by side, ``(batch, n_classes +
+        mlp_hidden[-1])``: what novelty reads."""
+        features = self.mlp[:-1](self.gene_values(hidden, gene_ids))
+        return torch.cat([self.mlp[-1](features), features], dim=1)
 
     def forward(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.gene_values(hidden, gene_ids))

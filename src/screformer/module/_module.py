@@ -61,8 +61,7 @@ class SCReformerModule(nn.Module):
     def logits_and_features(self, gene_ids, bins, mask) -> torch.Tensor:
         """Class logits and the classifier's last hidden layer side by side, ``(batch,
         n_classes + mlp_hidden[-1])``, from one pass: the inputs of novelty scores."""
-        features = self.classifier.features(self.encode(gene_ids, bins, mask), gene_ids)
-        return torch.cat([self.classifier.mlp[-1](features), features], dim=1)
+        return self.classifier.logits_and_features(self.encode(gene_ids, bins, mask), gene_ids)
 
     def mlm_logits(self, gene_ids, bins, mask) -> torch.Tensor:
         """Bin logits for every token, ``(batch, tokens, top_bin + 1)``."""
