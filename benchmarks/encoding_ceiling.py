@@ -1,0 +1,124 @@
+"""How much of the transfer gap is the value encoding: logistic regression on screformer's tokens.
+
+screformer trails logistic regression (LR) on some transfers (`benchmarks/transfer.py`). This
+script asks whether the information is lost before the network: the same LR (C=0.1) is trained
+on the same cells and genes of every cross-study transfer of the transfer benchmark (pancreas
+and PBMC), once on log2-normalised values (the baseline) and once on each value encoding's
+bins, as numbers and one-hot per (gene, bin) as the token embedding sees them. Where LR on an
+encoding's bins fails and LR on values holds, the bins have dropped what the linear model uses,
+and a network reading them has to recover it from the other genes.
+
+Run: ``python benchmarks/encoding_ceiling.py`` (about 1 minute on 2 CPU cores); writes
+``results/encoding_ceiling.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+from scipy import sparse
+from sklearn.linear_model import LogisticRegression
+from transfer import pancreas_tasks, pbmc_tasks
+
+import screformer
+from screformer.pp import bin_matrix, prepare
+
+from _common import score, write_results
+
+# name: (encoding, top bin, one-hot per (gene, bin)).
+FEATURES = {
+    "log2 values (LR baseline)": None,
+    "scBERT bins 0-5 (absolute)": ("absolute", 5, False),
+    "relative bins 1-5 (screformer's tokens)": ("relative", 5, False),
+    "relative bins 1-5, one-hot per gene": ("relative", 5, True),
+    "relative bins 1-50": ("relative", 50, False),
+}
+
+
+def features(adata, genes: list[str], spec) -> sparse.csr_matrix:
+    """The cells' values on ``genes`` as screformer prepares them, or their bins: numbers
+    scaled to 0-5 (the scale of scBERT's bins), or one column per (gene, bin)."""
+    X = sparse.csr_matrix(prepare(adata, genes, min_genes=1).X)
+    if spec is None:
+        return X
+    encoding, top_bin, one_hot = spec
+    bins = bin_matrix(X, encoding, top_bin)
+    if not one_hot:
+        return sparse.csr_matrix(
+            (bins.data * 5.0 / top_bin, bins.indices, bins.indptr), shape=bins.shape
+        )
+    columns = bins.indices * (top_bin + 1) + bins.data
+    return sparse.csr_matrix(
+        (np.ones(bins.nnz), columns, bins.indptr), shape=(X.shape[0], len(genes) * (top_bin + 1))
+    )
+
+
+def task_row(task, query, reference) -> dict:
+    genes = screformer.tl.shared_genes(reference, query, min_genes=1)
+    known = query.obs["label"].isin(set(reference.obs["label"])).to_numpy()
+    truth = query.obs["label"].astype(str).to_numpy()
+    species = query.obs["species"].to_numpy() if "species" in query.obs else None
+    row = {"task": task, "n_genes": len(genes)}
+    for name, spec in FEATURES.items():
+        clf = LogisticRegression(C=0.1, max_iter=1000)
+        clf.fit(features(reference, genes, spec), reference.obs["label"].astype(str))
+        predicted = clf.predict(features(query, genes, spec))
+        row[name] = score(truth[known], predicted[known])
+        if species is not None and len(np.unique(species)) > 1:
+            row[name]["by_species"] = {
+                sp: score(truth[known & (species == sp)], predicted[known & (species == sp)])
+                for sp in np.unique(species)
+            }
+    print(task, {n: round(row[n]["macro_f1"], 3) for n in FEATURES}, flush=True)
+    return row
+
+
+def markdown(s: dict) -> str:
+    names = list(FEATURES)
+    lines = [
+        "# Logistic regression on screformer's tokens: what each value encoding keeps",
+        "",
+        f"Command: `{s['command']}`  ",
+        f"Machine: {s['machine']}  ",
+        f"Wall time: {s['wall_s'] / 60:.1f} min.",
+        "",
+        "Logistic regression (C=0.1) on the genes the reference and the query share, trained on "
+        "the reference, scored on the query's cells of the reference's types (macro F1 over the "
+        "types present). Columns: the features it reads. Bins as numbers are scaled to 0-5; "
+        "one-hot has a column per (gene, bin), as the token embedding sees a token.",
+        "",
+        "| task | genes | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for stage, rows in s["results"].items():
+        for r in rows:
+            cells = [f"{r[n]['macro_f1']:.3f}" for n in names]
+            lines.append(f"| {r['task']} | {r['n_genes']} | " + " | ".join(cells) + " |")
+            for sp in r[names[0]].get("by_species", {}):
+                cells = [f"{r[n]['by_species'][sp]['macro_f1']:.3f}" for n in names]
+                lines.append(f"| &nbsp;&nbsp;{sp} cells | | " + " | ".join(cells) + " |")
+        means = [f"**{np.mean([r[n]['macro_f1'] for r in rows]):.3f}**" for n in names]
+        lines.append(f"| **{stage} mean ({len(rows)})** | | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    start = time.perf_counter()
+    results = {
+        "pancreas": [task_row(*t) for t in pancreas_tasks()],
+        "pbmc": [task_row(*t) for t in pbmc_tasks()],
+    }
+    summary = {"features": list(FEATURES), "results": results}
+    summary["wall_s"] = time.perf_counter() - start
+    write_results(args.out, "encoding_ceiling", summary, markdown)
+
+
+if __name__ == "__main__":
+    main()
