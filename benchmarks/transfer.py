@@ -2,7 +2,9 @@
 
 screformer's configurations (``--variants``) and logistic regression on the same cells, in one
 run (``results/transfer.md``: the default, ``--variants relative+augment``; the value encodings
-were compared with the training recipe before 2026-12-02 in ``results/transfer_encodings.md``):
+were compared with the training recipe before 2026-12-02 in ``results/transfer_encodings.md``;
+the value embedding, ``--variants relative+value+augment --name transfer_value_embedding``, in
+``results/transfer_value_embedding.md``):
 
 - pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop; its file
   holds human and mouse cells, scored also by species);
@@ -59,6 +61,10 @@ VARIANTS = {
     "relative": dict(config={"value_encoding": "relative"}, train={"augment": False}),
     "relative+augment": dict(config={"value_encoding": "relative"}, train={"augment": True}),
     "absolute+augment": dict(config={"value_encoding": "absolute"}, train={"augment": True}),
+    # Relative bins plus an embedding of the log2 value itself (xTrimoGene's auto-discretisation).
+    "relative+value+augment": dict(
+        config={"value_encoding": "relative", "value_embedding": True}, train={"augment": True}
+    ),
     "relative+augment, balanced weights": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),

@@ -61,6 +61,55 @@ def test_old_checkpoint_configs_keep_scberts_absolute_bins():
         ReformerConfig(n_genes=10, value_encoding="ranks")
 
 
+def test_value_embedding_sees_magnitudes_the_relative_bins_drop():
+    from screformer.module import SCReformerModule
+
+    config = ReformerConfig(n_genes=6, value_embedding=True, **TINY)
+    module = SCReformerModule(config, n_classes=2).eval()
+    # Same genes in the same order: the same relative bins, values ten times apart.
+    low = tokenize(sparse.csr_matrix([[1.0, 2.0, 0, 3.0, 0, 0]]), config)
+    high = tokenize(sparse.csr_matrix([[10.0, 20.0, 0, 30.0, 0, 0]]), config)
+    assert torch.equal(low["bins"], high["bins"])
+    embed = module.embedding
+    assert not torch.allclose(
+        embed(low["gene_ids"], low["bins"], low["values"]),
+        embed(high["gene_ids"], high["bins"], high["values"]),
+    )
+    # A masked token shows no value, and a model that embeds values refuses tokens without.
+    masked = torch.full_like(low["bins"], config.mask_bin)
+    assert torch.allclose(
+        embed(low["gene_ids"], masked, low["values"]),
+        embed(high["gene_ids"], masked, high["values"]),
+    )
+    with pytest.raises(ValueError, match="values"):
+        embed(low["gene_ids"], low["bins"])
+    # The value embedding learns: the class logits' gradient reaches it.
+    with module.encoder.irreversible():
+        module(low["gene_ids"], low["bins"], low["mask"], low["values"]).sum().backward()
+    assert embed.value.table.grad.abs().sum() > 0
+    old = config.to_dict()
+    del old["value_embedding"]
+    assert not ReformerConfig.from_dict(old).value_embedding
+
+
+def test_model_with_value_embedding_trains_saves_and_explains(tmp_path):
+    adata = make_counts(n_per_class=10)
+    model = screformer.tl.annotate(
+        adata, "cell_type", config=dict(TINY, value_embedding=True), **TINY_TRAIN
+    )
+    model.save(tmp_path / "m")
+    loaded = screformer.SCReformer.load(tmp_path / "m", adata)
+    assert loaded.config.value_embedding
+    np.testing.assert_allclose(
+        loaded.predict_proba(loaded.prepare(adata)), model.predict_proba(model.prepare(adata))
+    )
+    ranks = screformer.tl.shap_markers(
+        adata, model, "cell_type", n_cells=2, n_background=5, nsamples=4
+    )
+    table = next(iter(ranks.values()))
+    assert np.isfinite(table["mean_abs_shap"]).all() and table["mean_abs_shap"].max() > 0
+
+
 def test_reference_mode_trains_on_the_shared_genes_in_reference_order():
     reference = make_counts(seed=1)
     query = make_counts(seed=2)[:, 10:].copy()  # the query lacks the reference's first genes

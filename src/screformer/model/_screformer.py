@@ -462,8 +462,8 @@ class SCReformer(BaseModelClass):
     # ---------------------------------------------------------------- predict
     @torch.inference_mode()
     def _run(self, X, fn, batch_size: int, seed: int = 0) -> np.ndarray:
-        """``fn(gene_ids, bins, mask)`` over every cell (row of the prepared matrix ``X``), in
-        row order.
+        """``fn(gene_ids, bins, mask, values)`` over every cell (row of the prepared matrix
+        ``X``), in row order.
 
         LSH attention hashes with random rotations at every call; a fixed seed (in a forked RNG,
         so the user's random state is untouched) makes predictions reproducible.
@@ -478,7 +478,11 @@ class SCReformer(BaseModelClass):
             torch.manual_seed(seed)
             for batch in tqdm(loader, desc="screformer", disable=None, leave=False):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                outputs.append(fn(batch["gene_ids"], batch["bins"], batch["mask"]).float().cpu())
+                outputs.append(
+                    fn(batch["gene_ids"], batch["bins"], batch["mask"], batch.get("values"))
+                    .float()
+                    .cpu()
+                )
         result = np.empty((X.shape[0], outputs[0].shape[1]), dtype=np.float32)
         result[order] = torch.cat(outputs).numpy()
         return result

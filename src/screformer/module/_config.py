@@ -50,6 +50,11 @@ class ReformerConfig:
     top_bin
         Expression bins are ``0 .. top_bin`` (scBERT: 5); ``top_bin + 1`` is the mask token and
         ``top_bin + 2`` padding.
+    value_embedding
+        Also embed each token's log2-normalised value itself, beside its bin, as xTrimoGene's
+        auto-discretisation does (a soft mix of learned vectors): gives the relative bins back
+        the magnitude they drop (``benchmarks/encoding_ceiling.py``), at the cost of the
+        invariance to how the values were scaled that the relative bins alone have.
     mlp_hidden, head_dropout
         Hidden sizes and dropout of the classifier's 3-layer MLP (scBERT: 512, 100).
     gene_dropout
@@ -70,6 +75,7 @@ class ReformerConfig:
     attention_dropout: float = 0.0
     value_encoding: ValueEncoding = "relative"
     top_bin: int = 5
+    value_embedding: bool = False
     mlp_hidden: tuple[int, int] = (512, 100)
     head_dropout: float = 0.5
     gene_dropout: float = 0.5
@@ -132,5 +138,6 @@ class ReformerConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"Unknown configuration keys: {sorted(unknown)}.")
-        # Checkpoints written before value encodings existed used scBERT's absolute bins.
-        return cls(**({"value_encoding": "absolute"} | d))
+        # Checkpoints written before value encodings existed used scBERT's absolute bins, and
+        # those written before value embeddings existed had none.
+        return cls(**({"value_encoding": "absolute", "value_embedding": False} | d))

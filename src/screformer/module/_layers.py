@@ -45,6 +45,7 @@ class TokenEmbedding(nn.Module):
                 )
             with torch.no_grad():
                 self.gene.weight[:n] = torch.from_numpy(gene_vectors)
+        self.value = AutoDiscretisation(dim) if config.value_embedding else None
         table = sinusoidal_table(n + 1, dim)
         table[n] = 0
         # Derived from the config: not saved in checkpoints.
@@ -54,8 +55,37 @@ class TokenEmbedding(nn.Module):
         """The part that says which gene a token is: gene embedding + position."""
         return self.gene(gene_ids) + self.position[gene_ids]
 
-    def forward(self, gene_ids: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
-        return self.identity(gene_ids) + self.bin(bins)
+    def expression(self, bins: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """The part that says how much: the bin's embedding, plus the value's when the model
+        embeds values (``values``: the tokens' log2 values, required then)."""
+        out = self.bin(bins)
+        if self.value is not None:
+            if values is None:
+                raise ValueError("This model embeds expression values: pass the tokens' values.")
+            # Masked (pre-training) and padding tokens carry no value.
+            values = values.masked_fill(bins >= self.bin.num_embeddings - 2, 0)
+            out = out + self.value(values) * (values > 0).unsqueeze(-1)
+        return out
+
+    def forward(self, gene_ids: torch.Tensor, bins: torch.Tensor, values=None) -> torch.Tensor:
+        return self.identity(gene_ids) + self.expression(bins, values)
+
+
+class AutoDiscretisation(nn.Module):
+    """xTrimoGene's continuous value embedding (auto-discretisation): a scalar value becomes a
+    soft mix of ``k`` learned vectors, weighted by a small network of the value."""
+
+    def __init__(self, dim: int, k: int = 16):
+        super().__init__()
+        self.first = nn.Linear(1, k)
+        self.second = nn.Linear(k, k)
+        self.alpha = nn.Parameter(torch.tensor(0.1))
+        self.table = nn.Parameter(torch.randn(k, dim) * 0.02)
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.leaky_relu(self.first(values.unsqueeze(-1).float()), 0.1)
+        weights = torch.softmax(self.second(h) + self.alpha * h, dim=-1)
+        return weights @ self.table
 
 
 class ReformerEncoder(nn.Module):

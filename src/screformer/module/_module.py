@@ -11,7 +11,8 @@ from ._layers import ConvMLPClassifier, ReformerEncoder, TokenEmbedding
 
 
 class SCReformerModule(nn.Module):
-    """Pure torch module; inputs are token tensors from :mod:`screformer.data`.
+    """Pure torch module; inputs are token tensors from :mod:`screformer.data` (``values``, the
+    tokens' log2 values, only needed by a model with ``config.value_embedding``).
 
     Parameters
     ----------
@@ -43,13 +44,13 @@ class SCReformerModule(nn.Module):
         self.mlm_head = nn.Linear(config.dim, config.top_bin + 1)
         self.classifier = ConvMLPClassifier(config, n_classes) if n_classes > 0 else None
 
-    def encode(self, gene_ids, bins, mask) -> torch.Tensor:
+    def encode(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
         """Encoder output, ``(batch, tokens, dim)``."""
-        return self.encoder(self.embedding(gene_ids, bins), mask)
+        return self.encoder(self.embedding(gene_ids, bins, values), mask)
 
-    def forward(self, gene_ids, bins, mask) -> torch.Tensor:
+    def forward(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
         """Class logits, ``(batch, n_classes)``."""
-        return self.classify_embedded(self.embedding(gene_ids, bins), gene_ids, mask)
+        return self.classify_embedded(self.embedding(gene_ids, bins, values), gene_ids, mask)
 
     def classify_embedded(self, embedded, gene_ids, mask) -> torch.Tensor:
         """Class logits from input embeddings ``(batch, tokens, dim)``: the entry point for
@@ -58,17 +59,19 @@ class SCReformerModule(nn.Module):
             raise RuntimeError("This module has no classifier (n_classes=0).")
         return self.classifier(self.encoder(embedded, mask), gene_ids)
 
-    def logits_and_features(self, gene_ids, bins, mask) -> torch.Tensor:
+    def logits_and_features(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
         """Class logits and the classifier's last hidden layer side by side, ``(batch,
         n_classes + mlp_hidden[-1])``, from one pass: the inputs of novelty scores."""
-        return self.classifier.logits_and_features(self.encode(gene_ids, bins, mask), gene_ids)
+        return self.classifier.logits_and_features(
+            self.encode(gene_ids, bins, mask, values), gene_ids
+        )
 
-    def mlm_logits(self, gene_ids, bins, mask) -> torch.Tensor:
+    def mlm_logits(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
         """Bin logits for every token, ``(batch, tokens, top_bin + 1)``."""
-        return self.mlm_head(self.encode(gene_ids, bins, mask))
+        return self.mlm_head(self.encode(gene_ids, bins, mask, values))
 
-    def cell_embedding(self, gene_ids, bins, mask) -> torch.Tensor:
+    def cell_embedding(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
         """Mean of the encoder output over a cell's tokens, ``(batch, dim)``."""
-        hidden = self.encode(gene_ids, bins, mask)
+        hidden = self.encode(gene_ids, bins, mask, values)
         weights = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)

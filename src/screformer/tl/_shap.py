@@ -57,10 +57,11 @@ def shap_markers(
 
     For up to ``n_cells`` cells of each group, the SHAP value of every expressed gene for the
     logit of the group's class is computed with :class:`shap.GradientExplainer` (expected
-    gradients): the input of a gene is its token's embedding (gene + expression bin + position),
-    and the baseline replaces the expression part by that of ``n_background`` random cells of
-    ``adata`` (the zero vector where a background cell does not express the gene, as such genes
-    are not tokens in ``expressed`` mode). A gene's value is its attribution summed over the
+    gradients): the input of a gene is its token's embedding (gene + expression bin + position,
+    and value for a model with ``value_embedding``), and the baseline replaces the expression
+    part by that of ``n_background`` random cells of ``adata`` (the zero vector where a
+    background cell does not express the gene, as such genes are not tokens in ``expressed``
+    mode). A gene's value is its attribution summed over the
     embedding dimensions; genes that are not tokens of a cell get 0. Groups are then ranked by
     mean ``|SHAP|``.
 
@@ -196,13 +197,15 @@ def _explain_cell(module, config, x, background_X, class_index, nsamples, batch_
     embedding = module.embedding
     with torch.no_grad():
         identity = embedding.identity(gene_ids)
-        cell = identity + embedding.bin(tokens["bins"].to(device))
+        cell = identity + embedding.expression(
+            tokens["bins"].to(device), tokens["values"].to(device)
+        )
         # The background cells' expression of this cell's genes, as bins (one cell: no padding).
         # Binned on the background cells' whole rows (relative bins depend on the whole cell).
         bg_bins = bin_matrix(background_X, config.value_encoding, config.top_bin)
-        bg_bins = bg_bins[:, genes].toarray()
-        bg_bins = torch.from_numpy(bg_bins).to(device)
-        expression = embedding.bin(bg_bins)
+        bg_bins = torch.from_numpy(bg_bins[:, genes].toarray()).to(device)
+        bg_values = torch.from_numpy(background_X[:, genes].toarray().astype(np.float32))
+        expression = embedding.expression(bg_bins, bg_values.to(device))
         if config.token_mode == "expressed":  # bin 0 is no token there: no expression signal
             expression = expression * (bg_bins != 0).unsqueeze(-1)
         baseline = identity + expression

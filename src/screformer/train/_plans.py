@@ -74,7 +74,7 @@ class ClassifierTrainingPlan(_AdamWCosinePlan):
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def _step(self, batch):
-        logits = self.module(batch["gene_ids"], batch["bins"], batch["mask"])
+        logits = self.module(batch["gene_ids"], batch["bins"], batch["mask"], batch.get("values"))
         loss = F.cross_entropy(logits, batch["labels"], weight=self.class_weights)
         accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
         return loss, accuracy
@@ -173,7 +173,9 @@ class PretrainingPlan(_AdamWCosinePlan):
             self.replace_fraction,
             generator,
         )
-        logits = self.module.mlm_logits(batch["gene_ids"], inputs, batch["mask"])
+        logits = self.module.mlm_logits(
+            batch["gene_ids"], inputs, batch["mask"], batch.get("values")
+        )
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten()), logits, targets
 
     def on_train_batch_start(self, batch, batch_idx):
