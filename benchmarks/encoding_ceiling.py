@@ -38,10 +38,9 @@ FEATURES = {
 }
 
 
-def features(adata, genes: list[str], spec) -> sparse.csr_matrix:
-    """The cells' values on ``genes`` as screformer prepares them, or their bins: numbers
+def features(X: sparse.csr_matrix, spec) -> sparse.csr_matrix:
+    """Prepared values ``X`` (log2, on the shared genes) as they are, or their bins: numbers
     scaled to 0-5 (the scale of scBERT's bins), or one column per (gene, bin)."""
-    X = sparse.csr_matrix(prepare(adata, genes, min_genes=1).X)
     if spec is None:
         return X
     encoding, top_bin, one_hot = spec
@@ -52,7 +51,7 @@ def features(adata, genes: list[str], spec) -> sparse.csr_matrix:
         )
     columns = bins.indices * (top_bin + 1) + bins.data
     return sparse.csr_matrix(
-        (np.ones(bins.nnz), columns, bins.indptr), shape=(X.shape[0], len(genes) * (top_bin + 1))
+        (np.ones(bins.nnz), columns, bins.indptr), shape=(X.shape[0], X.shape[1] * (top_bin + 1))
     )
 
 
@@ -62,10 +61,14 @@ def task_row(task, query, reference) -> dict:
     truth = query.obs["label"].astype(str).to_numpy()
     species = query.obs["species"].to_numpy() if "species" in query.obs else None
     row = {"task": task, "n_genes": len(genes)}
+    # Prepared once per task; each feature set is derived from these values.
+    X_ref, X_query = (
+        sparse.csr_matrix(prepare(a, genes, min_genes=1).X) for a in (reference, query)
+    )
     for name, spec in FEATURES.items():
         clf = LogisticRegression(C=0.1, max_iter=1000)
-        clf.fit(features(reference, genes, spec), reference.obs["label"].astype(str))
-        predicted = clf.predict(features(query, genes, spec))
+        clf.fit(features(X_ref, spec), reference.obs["label"].astype(str))
+        predicted = clf.predict(features(X_query, spec))
         row[name] = score(truth[known], predicted[known])
         if species is not None and len(np.unique(species)) > 1:
             row[name]["by_species"] = {

@@ -17,45 +17,51 @@ from ..pp import bin_matrix
 def tokenize(X: sparse.csr_matrix, config: ReformerConfig) -> dict[str, torch.Tensor]:
     """Token tensors for the cells (rows) of ``X`` (log2 values on the model's panel).
 
-    Returns ``gene_ids``, ``bins`` (``long``, ``(cells, tokens)``), ``mask`` (``bool``, True on
-    real tokens) and ``values`` (the tokens' log2 values, ``float32``; 0 on padding). In ``all``
-    mode every panel gene is a token in panel order; in ``expressed`` mode a cell's non-zero
-    genes are its tokens, padded to the longest cell of the batch with gene id ``n_genes`` and
-    bin ``pad_bin``.
+    Returns ``gene_ids``, ``bins`` (``long``, ``(cells, tokens)``) and ``mask`` (``bool``, True on
+    real tokens), and for a model with ``value_embedding`` also ``values`` (the tokens' log2
+    values, ``float32``; 0 on padding). In ``all`` mode every panel gene is a token in panel
+    order; in ``expressed`` mode a cell's non-zero genes are its tokens, padded to the longest
+    cell of the batch with gene id ``n_genes`` and bin ``pad_bin``.
 
     Examples
     --------
     >>> from scipy import sparse
     >>> cfg = ReformerConfig(n_genes=4, token_mode="expressed", value_encoding="absolute")
-    >>> t = tokenize(sparse.csr_matrix([[0, 2.5, 0, 7.0], [1.2, 0, 0, 0]]), cfg)
-    >>> t["gene_ids"].tolist(), t["bins"].tolist(), t["values"].tolist()
-    ([[1, 3], [0, 4]], [[2, 5], [1, 7]], [[2.5, 7.0], [1.2000000476837158, 0.0]])
+    >>> t = tokenize(sparse.csr_matrix([[0, 2.5, 0, 7.0], [1.5, 0, 0, 0]]), cfg)
+    >>> t["gene_ids"].tolist(), t["bins"].tolist(), "values" in t
+    ([[1, 3], [0, 4]], [[2, 5], [1, 7]], False)
+    >>> cfg = ReformerConfig(n_genes=4, value_embedding=True)
+    >>> tokenize(sparse.csr_matrix([[0, 2.5, 0, 7.0], [1.5, 0, 0, 0]]), cfg)["values"].tolist()
+    [[2.5, 7.0], [1.5, 0.0]]
     """
     n_cells = X.shape[0]
-    binned = bin_matrix(X, config.value_encoding, config.top_bin)
     if config.token_mode == "all":
-        bins = binned.toarray()
-        values = X.toarray()
         gene_ids = np.tile(np.arange(config.n_genes), (n_cells, 1))
-        mask = np.ones(bins.shape, dtype=bool)
+
+        def on_tokens(data, pad):  # every panel gene is a token; zeros stay 0
+            return sparse.csr_matrix((data, X.indices, X.indptr), shape=X.shape).toarray()
+
     else:
         lengths = np.diff(X.indptr)
         width = max(int(lengths.max(initial=0)), 1)
-        gene_ids = np.full((n_cells, width), config.pad_gene, dtype=np.int64)
-        bins = np.full((n_cells, width), config.pad_bin, dtype=np.int64)
-        values = np.zeros((n_cells, width), dtype=np.float32)
         rows = np.repeat(np.arange(n_cells), lengths)
         cols = np.arange(X.nnz) - np.repeat(X.indptr[:-1], lengths)
-        gene_ids[rows, cols] = X.indices
-        bins[rows, cols] = binned.data
-        values[rows, cols] = X.data
-        mask = gene_ids != config.pad_gene
-    return {
+
+        def on_tokens(data, pad):  # a cell's stored values, left-aligned, padded with ``pad``
+            out = np.full((n_cells, width), pad, dtype=data.dtype)
+            out[rows, cols] = data
+            return out
+
+        gene_ids = on_tokens(X.indices.astype(np.int64), config.pad_gene)
+    binned = bin_matrix(X, config.value_encoding, config.top_bin)
+    tokens = {
         "gene_ids": torch.from_numpy(np.ascontiguousarray(gene_ids, dtype=np.int64)),
-        "bins": torch.from_numpy(np.ascontiguousarray(bins, dtype=np.int64)),
-        "mask": torch.from_numpy(np.ascontiguousarray(mask)),
-        "values": torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)),
+        "bins": torch.from_numpy(on_tokens(binned.data.astype(np.int64), config.pad_bin)),
+        "mask": torch.from_numpy(gene_ids != config.pad_gene),
     }
+    if config.value_embedding:
+        tokens["values"] = torch.from_numpy(on_tokens(X.data.astype(np.float32), 0))
+    return tokens
 
 
 @dataclass(frozen=True)

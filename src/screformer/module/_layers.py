@@ -46,6 +46,7 @@ class TokenEmbedding(nn.Module):
             with torch.no_grad():
                 self.gene.weight[:n] = torch.from_numpy(gene_vectors)
         self.value = AutoDiscretisation(dim) if config.value_embedding else None
+        self.mask_bin = config.mask_bin
         table = sinusoidal_table(n + 1, dim)
         table[n] = 0
         # Derived from the config: not saved in checkpoints.
@@ -63,7 +64,7 @@ class TokenEmbedding(nn.Module):
             if values is None:
                 raise ValueError("This model embeds expression values: pass the tokens' values.")
             # Masked (pre-training) and padding tokens carry no value.
-            values = values.masked_fill(bins >= self.bin.num_embeddings - 2, 0)
+            values = values.masked_fill(bins >= self.mask_bin, 0)
             out = out + self.value(values) * (values > 0).unsqueeze(-1)
         return out
 

@@ -61,9 +61,8 @@ def shap_markers(
     and value for a model with ``value_embedding``), and the baseline replaces the expression
     part by that of ``n_background`` random cells of ``adata`` (the zero vector where a
     background cell does not express the gene, as such genes are not tokens in ``expressed``
-    mode). A gene's value is its attribution summed over the
-    embedding dimensions; genes that are not tokens of a cell get 0. Groups are then ranked by
-    mean ``|SHAP|``.
+    mode). A gene's value is its attribution summed over the embedding dimensions; genes that
+    are not tokens of a cell get 0. Groups are then ranked by mean ``|SHAP|``.
 
     Why not :class:`shap.DeepExplainer`: it fails on this network (shap 0.51, reformer-pytorch
     1.4.4). Its DeepLIFT rules know standard layers only (it warns that the Reformer's modules
@@ -188,24 +187,24 @@ def shap_markers(
 
 def _explain_cell(module, config, x, background_X, class_index, nsamples, batch_size, seed, device):
     """SHAP values (summed over embedding dims) of one cell's tokens; returns (genes, values)."""
-    tokens = tokenize(x, config)
-    gene_ids = tokens["gene_ids"].to(device)
-    mask = tokens["mask"].to(device)
+    tokens = {k: v.to(device) for k, v in tokenize(x, config).items()}
+    gene_ids, mask = tokens["gene_ids"], tokens["mask"]
     genes = gene_ids[0][mask[0]].cpu().numpy()
     if len(genes) == 0:  # expresses no panel gene: nothing to attribute
         return genes, np.zeros(0, dtype=np.float32)
     embedding = module.embedding
     with torch.no_grad():
         identity = embedding.identity(gene_ids)
-        cell = identity + embedding.expression(
-            tokens["bins"].to(device), tokens["values"].to(device)
-        )
+        cell = identity + embedding.expression(tokens["bins"], tokens.get("values"))
         # The background cells' expression of this cell's genes, as bins (one cell: no padding).
         # Binned on the background cells' whole rows (relative bins depend on the whole cell).
         bg_bins = bin_matrix(background_X, config.value_encoding, config.top_bin)
         bg_bins = torch.from_numpy(bg_bins[:, genes].toarray()).to(device)
-        bg_values = torch.from_numpy(background_X[:, genes].toarray().astype(np.float32))
-        expression = embedding.expression(bg_bins, bg_values.to(device))
+        bg_values = None
+        if config.value_embedding:
+            bg_values = torch.from_numpy(background_X[:, genes].toarray().astype(np.float32))
+            bg_values = bg_values.to(device)
+        expression = embedding.expression(bg_bins, bg_values)
         if config.token_mode == "expressed":  # bin 0 is no token there: no expression signal
             expression = expression * (bg_bins != 0).unsqueeze(-1)
         baseline = identity + expression
