@@ -4,7 +4,8 @@ screformer's configurations (``--variants``) and logistic regression on the same
 run (``results/transfer.md``: the default, ``--variants relative+augment``; the value encodings
 were compared with the training recipe before 2026-12-02 in ``results/transfer_encodings.md``;
 the value embedding, ``--variants relative+value+augment --name transfer_value_embedding``, in
-``results/transfer_value_embedding.md``):
+``results/transfer_value_embedding.md``; other training seeds, ``--model-seed N``, side by
+side in ``results/transfer_seeds.md`` via ``transfer_seeds.py``):
 
 - pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop; its file
   holds human and mouse cells, scored also by species);
@@ -64,6 +65,10 @@ VARIANTS = {
     # Relative bins plus an embedding of the log2 value itself (xTrimoGene's auto-discretisation).
     "relative+value+augment": dict(
         config={"value_encoding": "relative", "value_embedding": True}, train={"augment": True}
+    ),
+    # The default trained with an exponential moving average of its weights (validated and kept).
+    "relative+augment+ema": dict(
+        config={"value_encoding": "relative"}, train={"augment": True, "ema_decay": 0.995}
     ),
     "relative+augment, balanced weights": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
@@ -299,7 +304,8 @@ def processed_query_rows(name, adata, variants, epochs, seed) -> list[dict]:
     panel = variable_genes(train, n_top_genes)
     for method, variant in variants.items():
         SCReformer.setup_anndata(train, labels_key="label")
-        model = SCReformer(train, gene_panel=panel, **variant["config"])
+        seed = variant["train"].get("seed", 0)
+        model = SCReformer(train, gene_panel=panel, seed=seed, **variant["config"])
         model.train(max_epochs=epochs, enable_progress_bar=False, **variant["train"])
         for view, query in views.items():
             query = query.copy()
@@ -333,7 +339,10 @@ def main(argv=None):
     parser.add_argument("--max-epochs", type=int, default=None, help="default: the model's rule")
     parser.add_argument("--pbmc3k-cv", action="store_true", help="also pbmc3k 5-fold")
     parser.add_argument("--only", nargs="+", choices=["pancreas", "pbmc", "processed", "cv"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the splits (processed, cv)")
+    parser.add_argument(
+        "--model-seed", type=int, default=0, help="screformer's initialisation and training order"
+    )
     parser.add_argument("--name", default="transfer", help="results file name")
     parser.add_argument("--markdown-from", help="only rewrite the Markdown of this results JSON")
     parser.add_argument(
@@ -353,6 +362,10 @@ def main(argv=None):
         Path(args.markdown_from).with_suffix(".md").write_text(markdown(summary))
         return
     variants = {name: VARIANTS[name] for name in args.variants}
+    if args.model_seed:  # 0 is annotate's default: results files stay as they were
+        variants = {
+            n: v | {"train": v["train"] | {"seed": args.model_seed}} for n, v in variants.items()
+        }
     stages = set(args.only or ["pancreas", "pbmc", "processed", "cv"])
     epochs = args.max_epochs
     pbmc3k = labelled("pbmc3k_labelled.h5ad", "classified")
