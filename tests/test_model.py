@@ -257,3 +257,41 @@ def test_fit_is_free_of_third_party_noise(counts_adata, recwarn, capfd, caplog):
     assert "litlogger" not in out + err and "GPU available" not in out + err
     assert not [m for m in seen if "litlogger" in m or "GPU available" in m]
     assert "Training on 60 cells, validating on 0, up to 1 epochs." in caplog.messages
+
+
+def test_average_weights_stands_in_for_validation_and_then_steps_aside():
+    from types import SimpleNamespace
+
+    from screformer.train import AverageWeights
+
+    layer = torch.nn.Linear(2, 1)
+    trainer = SimpleNamespace(sanity_checking=False)
+    average = AverageWeights(0.75)
+    start = layer.weight.detach().clone()
+    average.on_fit_start(trainer, layer)
+    with torch.no_grad():
+        layer.weight.add_(4.0)  # a training step
+    average.on_train_batch_end(trainer, layer, None, None, 0)
+    expected = 0.75 * start + 0.25 * (start + 4)
+    average.on_validation_start(trainer, layer)
+    torch.testing.assert_close(layer.weight.detach(), expected)
+    average.on_train_batch_start(trainer, layer, None, 1)  # training goes on from its weights
+    torch.testing.assert_close(layer.weight.detach(), start + 4)
+    average.on_fit_end(trainer, layer)
+    torch.testing.assert_close(layer.weight.detach(), expected)
+    with pytest.raises(ValueError, match="decay"):
+        AverageWeights(1.0)
+
+
+def test_ema_decay_trains_a_different_model_and_is_recorded(counts_adata):
+    plain = _trained(make_counts(), max_epochs=2).predict(soft=True).to_numpy()
+    model = _trained(counts_adata, max_epochs=2, ema_decay=0.9)
+    assert model.train_params_["ema_decay"] == 0.9
+    averaged = model.predict(soft=True).to_numpy()
+    assert np.isfinite(averaged).all() and not np.allclose(plain, averaged)
+    # Without validation the average, not the last weights, is what training returns.
+    last, mean = (
+        _trained(make_counts(), max_epochs=2, validation_size=0, **ema).predict(soft=True)
+        for ema in ({}, {"ema_decay": 0.9})
+    )
+    assert not np.allclose(last.to_numpy(), mean.to_numpy())

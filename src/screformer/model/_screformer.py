@@ -33,7 +33,7 @@ from ..gene2vec import read_gene2vec
 from ..module import ReformerConfig, SCReformerModule
 from ..pp import PreparedData, data_gene_names, prepare, unique_panel
 from ..pp._genes import normalize_gene_name
-from ..train import ClassifierTrainingPlan, RestoreBestWeights, fit_temperature
+from ..train import AverageWeights, ClassifierTrainingPlan, RestoreBestWeights, fit_temperature
 from ._novelty import NoveltyReference
 
 logger = logging.getLogger("screformer")
@@ -277,6 +277,7 @@ class SCReformer(BaseModelClass):
         num_workers: int = 0,
         calibrate: bool = False,
         augment: bool | Augmentation = True,
+        ema_decay: float | None = None,
         only_genes=None,
         **trainer_kwargs,
     ):
@@ -322,6 +323,11 @@ class SCReformer(BaseModelClass):
             Randomly drop panel genes per batch and thin cells to a lower depth while training
             (:class:`~screformer.data.Augmentation`; ``True``: its defaults), so that the model
             labels queries that hold only some of its genes or were sequenced less deeply.
+        ema_decay
+            Validate and keep an exponential moving average of the weights instead of the
+            weights themselves, with this decay per batch (0.995: about the last 200 batches;
+            :class:`~screformer.train.AverageWeights`). ``None``: the weights themselves. An
+            average is steadier from one training seed to the next (``docs/transfer.md``).
         only_genes
             Gene names: train as if the panel's other genes were never measured (they are
             removed from the training cells). ``tl.annotate`` passes the query's genes when it
@@ -404,6 +410,8 @@ class SCReformer(BaseModelClass):
             class_weights=_class_weights(np.bincount(labels[train_idx]), class_weight),
         )
         callbacks = trainer_kwargs.pop("callbacks", [])
+        if ema_decay is not None:
+            callbacks.append(AverageWeights(ema_decay))  # before RestoreBestWeights: see there
         if len(val_idx):
             callbacks.append(RestoreBestWeights("validation_loss"))
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)

@@ -2,6 +2,7 @@
 
 from ._calibration import fit_temperature
 from ._plans import (
+    AverageWeights,
     ClassifierTrainingPlan,
     PretrainingPlan,
     RestoreBestWeights,
@@ -10,6 +11,7 @@ from ._plans import (
 )
 
 __all__ = [
+    "AverageWeights",
     "ClassifierTrainingPlan",
     "PretrainingPlan",
     "RestoreBestWeights",

@@ -209,6 +209,50 @@ class PretrainingPlan(_AdamWCosinePlan):
         self.log("validation_baseline_accuracy", baseline, **kwargs)
 
 
+class AverageWeights(pl.Callback):
+    """An exponential moving average of the weights, updated after every training batch
+    (``average = decay * average + (1 - decay) * weights``), which validation uses and so the
+    best epoch that :class:`RestoreBestWeights` keeps; without validation it is the model that
+    training returns. Place it before :class:`RestoreBestWeights` in the callbacks.
+
+    Lightning's ``EMAWeightAveraging`` puts the raw weights back before ``on_validation_end``,
+    where the best epoch is recorded; here they come back at the next training batch.
+    """
+
+    def __init__(self, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"The average's decay must be between 0 and 1, got {decay}.")
+        self.decay = decay
+        self.average = None
+        self.raw = None  # the trained weights while the average stands in for validation
+
+    def on_fit_start(self, trainer, pl_module):
+        state = pl_module.state_dict()
+        self.average = {k: v.detach().clone() for k, v in state.items() if v.is_floating_point()}
+        self.raw = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.raw is not None:
+            pl_module.load_state_dict(self.raw)
+            self.raw = None
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        for key, value in pl_module.state_dict().items():
+            if key in self.average:
+                self.average[key].mul_(self.decay).add_(value, alpha=1 - self.decay)
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.sanity_checking or self.average is None:
+            return
+        if self.raw is None:
+            self.raw = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        pl_module.load_state_dict(self.raw | self.average)
+
+    def on_fit_end(self, trainer, pl_module):
+        pl_module.load_state_dict(pl_module.state_dict() | self.average)
+
+
 class RestoreBestWeights(pl.Callback):
     """Keeps the weights of the best validation epoch in memory and restores them at the end, so
     early stopping returns the best model rather than the last one."""
