@@ -347,6 +347,8 @@ class SCReformer(BaseModelClass):
                 "SCReformer.setup_anndata(adata, labels_key=...) and pass it to the model "
                 "(SCReformer(adata) or SCReformer.load(path, adata))."
             )
+        # Built first so that a bad decay is refused before the data are prepared.
+        averaging = None if ema_decay is None else AverageWeights(ema_decay)
         pl.seed_everything(seed, verbose=False)
         prepared = self.prepare()
         X = prepared.X
@@ -410,8 +412,8 @@ class SCReformer(BaseModelClass):
             class_weights=_class_weights(np.bincount(labels[train_idx]), class_weight),
         )
         callbacks = trainer_kwargs.pop("callbacks", [])
-        if ema_decay is not None:
-            callbacks.append(AverageWeights(ema_decay))  # before RestoreBestWeights: see there
+        if averaging is not None:
+            callbacks.append(averaging)  # before RestoreBestWeights: see AverageWeights
         if len(val_idx):
             callbacks.append(RestoreBestWeights("validation_loss"))
             trainer_kwargs.setdefault("check_val_every_n_epoch", 1)

@@ -140,6 +140,8 @@ def shap_markers(
     background = rng.choice(adata.n_obs, size=min(n_background, adata.n_obs), replace=False)
     background_X = X[background]
     module, config = model.module, model.config
+    # Binned once, on the background cells' whole rows (relative bins depend on the whole cell).
+    background_bins = bin_matrix(background_X, config.value_encoding, config.top_bin)
     module.eval()
     device = next(module.parameters()).device
     numpy_state = np.random.get_state()  # shap seeds numpy's global generator
@@ -156,6 +158,7 @@ def shap_markers(
                     config,
                     X[cell],
                     background_X,
+                    background_bins,
                     model.classes.index(group),
                     nsamples,
                     batch_size,
@@ -185,7 +188,18 @@ def shap_markers(
     return rankings
 
 
-def _explain_cell(module, config, x, background_X, class_index, nsamples, batch_size, seed, device):
+def _explain_cell(
+    module,
+    config,
+    x,
+    background_X,
+    background_bins,
+    class_index,
+    nsamples,
+    batch_size,
+    seed,
+    device,
+):
     """SHAP values (summed over embedding dims) of one cell's tokens; returns (genes, values)."""
     tokens = {k: v.to(device) for k, v in tokenize(x, config).items()}
     gene_ids, mask = tokens["gene_ids"], tokens["mask"]
@@ -197,9 +211,7 @@ def _explain_cell(module, config, x, background_X, class_index, nsamples, batch_
         identity = embedding.identity(gene_ids)
         cell = identity + embedding.expression(tokens["bins"], tokens.get("values"))
         # The background cells' expression of this cell's genes, as bins (one cell: no padding).
-        # Binned on the background cells' whole rows (relative bins depend on the whole cell).
-        bg_bins = bin_matrix(background_X, config.value_encoding, config.top_bin)
-        bg_bins = torch.from_numpy(bg_bins[:, genes].toarray()).to(device)
+        bg_bins = torch.from_numpy(background_bins[:, genes].toarray()).to(device)
         bg_values = None
         if config.value_embedding:
             bg_values = torch.from_numpy(background_X[:, genes].toarray().astype(np.float32))

@@ -223,12 +223,15 @@ class AverageWeights(pl.Callback):
         if not 0 < decay < 1:
             raise ValueError(f"The average's decay must be between 0 and 1, got {decay}.")
         self.decay = decay
-        self.average = None
+        self.live = self.average = None
         self.raw = None  # the trained weights while the average stands in for validation
 
     def on_fit_start(self, trainer, pl_module):
+        # The state dict's tensors share the parameters' storage (load_state_dict copies into
+        # it), so the ones averaged are looked up once, not at every batch.
         state = pl_module.state_dict()
-        self.average = {k: v.detach().clone() for k, v in state.items() if v.is_floating_point()}
+        self.live = {k: v for k, v in state.items() if v.is_floating_point()}
+        self.average = {k: v.detach().clone() for k, v in self.live.items()}
         self.raw = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -238,12 +241,11 @@ class AverageWeights(pl.Callback):
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        for key, value in pl_module.state_dict().items():
-            if key in self.average:
-                self.average[key].mul_(self.decay).add_(value, alpha=1 - self.decay)
+        for key, value in self.live.items():
+            self.average[key].mul_(self.decay).add_(value, alpha=1 - self.decay)
 
     def on_validation_start(self, trainer, pl_module):
-        if trainer.sanity_checking or self.average is None:
+        if trainer.sanity_checking:
             return
         if self.raw is None:
             self.raw = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
