@@ -39,6 +39,32 @@ def test_absent_genes_take_learned_value():
     assert values[2] < 100 and values[5] < 100  # came from the encoder, not the absent value
 
 
+def test_unmeasured_genes_enter_the_mlp_as_dropped_out_genes():
+    cfg = ReformerConfig(n_genes=10, **TINY)
+    m = SCReformerModule(cfg, n_classes=2).eval()
+    with torch.no_grad():
+        m.classifier.absent_value.copy_(torch.arange(11.0) + 100)
+    ids, bins, mask = torch.tensor([[2, 5]]), torch.tensor([[1, 3]]), torch.ones(1, 2, dtype=bool)
+    unmeasured = torch.zeros(10, dtype=torch.bool)
+    unmeasured[[2, 7]] = True  # 2 is a token here: the query's 0 there was not measured either
+    with torch.no_grad():
+        hidden = m.encode(ids, bins, mask)
+        plain = m.classifier.gene_values(hidden, ids)[0]
+        values = m.classifier.gene_values(hidden, ids, unmeasured)[0]
+        assert values[[2, 7]].tolist() == [0.0, 0.0]
+        torch.testing.assert_close(values[~unmeasured], plain[~unmeasured], rtol=0, atol=0)
+        logits = {}
+        for name, extra in (
+            ("plain", {}),
+            ("again", {}),
+            ("unmeasured", {"unmeasured": unmeasured}),
+        ):
+            torch.manual_seed(0)  # the same LSH rotations
+            logits[name] = m(ids, bins, mask, **extra)
+        assert torch.equal(logits["plain"], logits["again"])
+        assert not torch.equal(logits["plain"], logits["unmeasured"])
+
+
 def test_gene_vectors_initialise_embedding_and_shape_checked():
     cfg = ReformerConfig(n_genes=5, **TINY)
     vectors = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)

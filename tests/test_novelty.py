@@ -81,3 +81,18 @@ def test_a_model_with_100_validation_cells_scores_with_its_own_outputs():
     result = label_cells(model, prepared, adata.obs_names, 0.0, None, "screformer")
     np.testing.assert_allclose(result.novelty, expected)
     np.testing.assert_allclose(adata.obs["screformer_novelty"], expected)
+
+
+def test_unmeasured_genes_take_the_training_mean(two_types):
+    reference, X, labels, validation, _ = two_types
+    unmeasured = np.zeros(X.shape[1], dtype=bool)
+    unmeasured[[0, 3, 20]] = True
+    imputed = X[validation].toarray()
+    for position, gene in enumerate(reference.genes):
+        if unmeasured[gene]:
+            imputed[:, gene] = reference.mean[position]
+    np.testing.assert_allclose(
+        reference.distance(X[validation], labels[validation], unmeasured),
+        reference.distance(sparse.csr_matrix(imputed), labels[validation]),
+        rtol=1e-5,
+    )

@@ -12,6 +12,7 @@ def test_align_case_insensitive_missing_and_duplicates():
     # CD3E matches the first of its two columns; GNLY is missing.
     assert al.data_index.tolist() == [1, 0, -1]
     assert (al.n_found, al.n_duplicated, al.n_panel) == (2, 1, 3)
+    assert al.unmeasured.tolist() == [False, False, True]
     assert al.report()["fraction_found"] == pytest.approx(2 / 3, abs=1e-4)
 
 

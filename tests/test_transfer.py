@@ -186,6 +186,25 @@ def test_prediction_warns_when_the_query_holds_few_panel_genes():
         screformer.tl.annotate(query, model=model)
 
 
+def test_panel_genes_the_query_lacks_are_unmeasured_not_zero():
+    adata = make_counts()
+    screformer.SCReformer.setup_anndata(adata, labels_key="cell_type")
+    model = screformer.SCReformer(adata, **TINY)
+    model.train(**TINY_TRAIN)
+    zeroed = adata.copy()
+    zeroed.X[:, :10] = 0  # measured, at zero
+    lacking = zeroed[:, 10:].copy()  # the same values, the first ten genes not measured
+    as_zero, as_unmeasured = model.prepare(zeroed), model.prepare(lacking)
+    np.testing.assert_array_equal(as_zero.X.toarray(), as_unmeasured.X.toarray())
+    assert as_unmeasured.alignment.unmeasured.tolist() == [True] * 10 + [False] * 30
+    assert not as_zero.alignment.unmeasured.any()
+    assert not np.allclose(model.predict_proba(as_zero), model.predict_proba(as_unmeasured))
+    # The whole prediction path reads them so, novelty included.
+    _, novelty_zero = model.predict_proba_and_novelty(as_zero)
+    _, novelty_unmeasured = model.predict_proba_and_novelty(as_unmeasured)
+    assert not np.allclose(novelty_zero, novelty_unmeasured)
+
+
 def test_variable_genes_of_pbmc3k_hold_its_markers_whatever_the_input_scaling():
     counts = screformer.datasets.pbmc3k()
     genes = screformer.pp.variable_genes(counts, 2000)

@@ -176,10 +176,16 @@ class NoveltyReference:
             ]
         )
 
-    def distance(self, X, predicted: np.ndarray) -> np.ndarray:
+    def distance(self, X, predicted: np.ndarray, unmeasured=None) -> np.ndarray:
         """Mean distance of each cell (row of ``X``) to its predicted type's nearest training
-        cells, in units of that type's spread (types differ in how tightly their cells lie)."""
-        coords = (_dense(X[:, self.genes]) - self.mean) @ self.components.T
+        cells, in units of that type's spread (types differ in how tightly their cells lie).
+
+        Panel genes marked ``unmeasured`` (a boolean mask over the panel) take the training
+        cells' mean, so the cell is placed by the genes it has."""
+        centred = _dense(X[:, self.genes]) - self.mean
+        if unmeasured is not None:
+            centred[:, np.asarray(unmeasured, bool)[self.genes]] = 0
+        coords = centred @ self.components.T
         out = np.full(X.shape[0], np.inf, dtype=np.float32)
         for c in np.unique(predicted):
             rows, reference = predicted == c, self.coords[self.labels == c]
@@ -188,13 +194,14 @@ class NoveltyReference:
                 out[rows] = search.fit(reference).kneighbors(coords[rows])[0].mean(1)
         return out / self.spread[predicted]
 
-    def score(self, X, predicted: np.ndarray, outputs=None) -> np.ndarray:
+    def score(self, X, predicted: np.ndarray, outputs=None, unmeasured=None) -> np.ndarray:
         """0 (typical) to 1 (farther than all validation cells): for each cell (row of ``X``)
         given type ``predicted``, with the model's ``(logits, features)`` for the cells when the
-        reference was fitted with them (else the expression part alone)."""
+        reference was fitted with them (else the expression part alone), and the panel genes the
+        cells' data lacks (``unmeasured``, see :meth:`distance`)."""
         if len(self.calibration) == 0:
             return np.zeros(X.shape[0], dtype=np.float32)
-        distances = self.distance(X, predicted)
+        distances = self.distance(X, predicted, unmeasured)
         if outputs is None or self.combined_calibration is None:
             return _quantile(self.calibration, distances)
         largest = self._quantiles(distances, predicted, outputs).max(0)

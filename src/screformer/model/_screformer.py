@@ -471,9 +471,10 @@ class SCReformer(BaseModelClass):
 
     # ---------------------------------------------------------------- predict
     @torch.inference_mode()
-    def _run(self, X, fn, batch_size: int, seed: int = 0) -> np.ndarray:
+    def _run(self, X, fn, batch_size: int, seed: int = 0, unmeasured=None) -> np.ndarray:
         """``fn(gene_ids, bins, mask, values)`` over every cell (row of the prepared matrix
-        ``X``), in row order.
+        ``X``), in row order; with ``unmeasured`` (a boolean mask over the panel with some True)
+        also ``fn(..., unmeasured=mask)``.
 
         LSH attention hashes with random rotations at every call; a fixed seed (in a forked RNG,
         so the user's random state is untouched) makes predictions reproducible.
@@ -481,6 +482,9 @@ class SCReformer(BaseModelClass):
         loader = cell_loader(X, self.config, batch_size=batch_size)
         order = np.concatenate(loader.batch_sampler.batches())  # unshuffled: deterministic
         device = next(self.module.parameters()).device
+        extra = {}
+        if unmeasured is not None and np.any(unmeasured):
+            extra["unmeasured"] = torch.as_tensor(np.asarray(unmeasured, bool), device=device)
         self.module.eval()
         outputs = []
         devices = [device] if device.type == "cuda" else []
@@ -488,11 +492,8 @@ class SCReformer(BaseModelClass):
             torch.manual_seed(seed)
             for batch in tqdm(loader, desc="screformer", disable=None, leave=False):
                 batch = {k: v.to(device) for k, v in batch.items()}
-                outputs.append(
-                    fn(batch["gene_ids"], batch["bins"], batch["mask"], batch.get("values"))
-                    .float()
-                    .cpu()
-                )
+                inputs = batch["gene_ids"], batch["bins"], batch["mask"], batch.get("values")
+                outputs.append(fn(*inputs, **extra).float().cpu())
         result = np.empty((X.shape[0], outputs[0].shape[1]), dtype=np.float32)
         result[order] = torch.cat(outputs).numpy()
         return result
@@ -521,7 +522,9 @@ class SCReformer(BaseModelClass):
         ``temperature`` divides the logits (default: ``temperature_``, 1 unless calibrated).
         """
         self._check_if_trained(warn=True)
-        logits = self._run(prepared.X, self.module, batch_size)
+        logits = self._run(
+            prepared.X, self.module, batch_size, unmeasured=prepared.alignment.unmeasured
+        )
         return self._softmax(logits, temperature)
 
     def predict_proba_and_novelty(
@@ -532,14 +535,19 @@ class SCReformer(BaseModelClass):
         if self.novelty_ is None:
             return self.predict_proba(prepared, batch_size), None
         self._check_if_trained(warn=True)
-        logits, features = self._logits_and_features(prepared.X, batch_size)
+        unmeasured = prepared.alignment.unmeasured
+        logits, features = self._logits_and_features(prepared.X, batch_size, unmeasured)
         probabilities = self._softmax(logits)
-        novelty = self.novelty_.score(prepared.X, probabilities.argmax(1), (logits, features))
+        novelty = self.novelty_.score(
+            prepared.X, probabilities.argmax(1), (logits, features), unmeasured
+        )
         return probabilities, novelty
 
-    def _logits_and_features(self, X, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    def _logits_and_features(
+        self, X, batch_size: int = 64, unmeasured=None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Logits and the classifier's last hidden layer of the rows of prepared ``X``."""
-        out = self._run(X, self.module.logits_and_features, batch_size)
+        out = self._run(X, self.module.logits_and_features, batch_size, unmeasured=unmeasured)
         return out[:, : len(self.classes)], out[:, len(self.classes) :]
 
     def _softmax(self, logits: np.ndarray, temperature: float | None = None) -> np.ndarray:

@@ -133,7 +133,10 @@ class ConvMLPClassifier(nn.Module):
     """scBERT's head: a 1-D convolution maps each gene's vector to one value, then a 3-layer MLP
     reads the whole panel.
 
-    In ``expressed`` mode the genes that are not tokens take a learned per-gene value.
+    In ``expressed`` mode the genes that are not tokens take a learned per-gene value. Genes
+    the query did not measure (``unmeasured``, a boolean mask over the panel) take 0 instead:
+    what the MLP reads for a gene that its input dropout removed in training, so they count as
+    no evidence rather than as genes at zero.
     """
 
     def __init__(self, config: ReformerConfig, n_classes: int):
@@ -155,19 +158,19 @@ class ConvMLPClassifier(nn.Module):
             nn.Linear(h2, n_classes),
         )
 
-    def gene_values(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
+    def gene_values(self, hidden: torch.Tensor, gene_ids: torch.Tensor, unmeasured=None):
         """One value per panel gene, ``(batch, n_genes)``."""
         values = self.conv(hidden.transpose(1, 2)).squeeze(1)
         panel = self.absent_value.expand(hidden.shape[0], -1).clone()
         # Padding tokens carry gene id n_genes: they land in the extra last column, dropped here.
-        panel = panel.scatter(1, gene_ids, values.to(panel.dtype))
-        return panel[:, : self.n_genes]
+        panel = panel.scatter(1, gene_ids, values.to(panel.dtype))[:, : self.n_genes]
+        return panel if unmeasured is None else panel.masked_fill(unmeasured, 0.0)
 
-    def logits_and_features(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
+    def logits_and_features(self, hidden, gene_ids, unmeasured=None) -> torch.Tensor:
         """Class logits and the MLP's last hidden layer side by side, ``(batch, n_classes +
         mlp_hidden[-1])``: what novelty reads."""
-        features = self.mlp[:-1](self.gene_values(hidden, gene_ids))
+        features = self.mlp[:-1](self.gene_values(hidden, gene_ids, unmeasured))
         return torch.cat([self.mlp[-1](features), features], dim=1)
 
-    def forward(self, hidden: torch.Tensor, gene_ids: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.gene_values(hidden, gene_ids))
+    def forward(self, hidden: torch.Tensor, gene_ids: torch.Tensor, unmeasured=None):
+        return self.mlp(self.gene_values(hidden, gene_ids, unmeasured))

@@ -48,22 +48,24 @@ class SCReformerModule(nn.Module):
         """Encoder output, ``(batch, tokens, dim)``."""
         return self.encoder(self.embedding(gene_ids, bins, values), mask)
 
-    def forward(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
-        """Class logits, ``(batch, n_classes)``."""
-        return self.classify_embedded(self.embedding(gene_ids, bins, values), gene_ids, mask)
+    def forward(self, gene_ids, bins, mask, values=None, unmeasured=None) -> torch.Tensor:
+        """Class logits, ``(batch, n_classes)``; ``unmeasured``: optional boolean mask over the
+        panel, True for the genes the query lacks."""
+        embedded = self.embedding(gene_ids, bins, values)
+        return self.classify_embedded(embedded, gene_ids, mask, unmeasured)
 
-    def classify_embedded(self, embedded, gene_ids, mask) -> torch.Tensor:
+    def classify_embedded(self, embedded, gene_ids, mask, unmeasured=None) -> torch.Tensor:
         """Class logits from input embeddings ``(batch, tokens, dim)``: the entry point for
         gradient attributions (SHAP), which need a continuous input."""
         if self.classifier is None:
             raise RuntimeError("This module has no classifier (n_classes=0).")
-        return self.classifier(self.encoder(embedded, mask), gene_ids)
+        return self.classifier(self.encoder(embedded, mask), gene_ids, unmeasured)
 
-    def logits_and_features(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
+    def logits_and_features(self, gene_ids, bins, mask, values=None, unmeasured=None):
         """Class logits and the classifier's last hidden layer side by side, ``(batch,
         n_classes + mlp_hidden[-1])``, from one pass: the inputs of novelty scores."""
         return self.classifier.logits_and_features(
-            self.encode(gene_ids, bins, mask, values), gene_ids
+            self.encode(gene_ids, bins, mask, values), gene_ids, unmeasured
         )
 
     def mlm_logits(self, gene_ids, bins, mask, values=None) -> torch.Tensor:

@@ -42,7 +42,8 @@ class GeneAlignment:
     ----------
     data_index
         For each panel gene, the data column it is read from, or ``-1`` when the data lacks it
-        (those genes are set to 0).
+        (those genes are 0 in the prepared matrix, and the model reads them as unmeasured:
+        see :attr:`unmeasured`).
     n_panel
         Number of genes in the model's panel.
     n_found
@@ -55,6 +56,15 @@ class GeneAlignment:
     n_panel: int
     n_found: int
     n_duplicated: int
+
+    @property
+    def unmeasured(self) -> np.ndarray:
+        """Boolean mask over the panel: True for the genes the data lacks.
+
+        A gene the data lacks says nothing about the cell, unlike a gene measured at zero: the
+        classifier reads it as a dropped-out gene and the novelty score leaves it out.
+        """
+        return np.asarray(self.data_index) < 0
 
     @property
     def fraction_found(self) -> float:
@@ -119,7 +129,7 @@ def align_genes(
     ``ENSG...1``). When several data columns match one panel gene (duplicated symbols), the
     **first** column in ``var`` order is used and the others are ignored (counted in
     ``n_duplicated``); this needs no data read and matches ``var_names_make_unique``, which renames
-    later duplicates. Panel genes the data lacks are set to 0 downstream.
+    later duplicates. Panel genes the data lacks are read as unmeasured downstream.
 
     Parameters
     ----------
@@ -172,7 +182,7 @@ def align_genes(
         )
     alignment = GeneAlignment(data_index, len(panel), n_found, n_duplicated)
     logger.info(
-        "Gene panel: %d of %d genes found (%.1f%%); the rest are set to 0.",
+        "Gene panel: %d of %d genes found (%.1f%%); the rest are read as unmeasured.",
         n_found,
         len(panel),
         100 * alignment.fraction_found,
@@ -189,9 +199,9 @@ def align_genes(
     if alignment.fraction_found < 0.5:
         warnings.warn(
             f"Only {n_found} of the model's {len(panel)} panel genes "
-            f"({100 * alignment.fraction_found:.1f}%) are in the data; the others count as not "
-            "expressed, and predictions may be poor. Train on the genes both data sets share "
-            "(tl.annotate(query, labels_key, reference=reference)).",
+            f"({100 * alignment.fraction_found:.1f}%) are in the data; the model reads the "
+            "others as unmeasured, and predictions may be poor. Train on the genes both data "
+            "sets share (tl.annotate(query, labels_key, reference=reference)).",
             stacklevel=3,
         )
     return alignment

@@ -23,7 +23,8 @@ class PreparedData:
     ----------
     X
         CSR float32, cells x panel genes: ``log2(1 + x)`` of values scaled to 1e4 per cell;
-        panel genes the data lacks are 0.
+        panel genes the data lacks are 0 (``alignment.unmeasured`` tells them from measured
+        zeros).
     alignment
         Which panel genes were found.
     input_kind

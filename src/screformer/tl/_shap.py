@@ -22,10 +22,10 @@ class _ClassLogit(nn.Module):
     explainer needs. LSH hashing is re-seeded at every call so every sample sees the same buckets.
     """
 
-    def __init__(self, module, gene_ids, mask, class_index: int, seed: int):
+    def __init__(self, module, gene_ids, mask, class_index: int, seed: int, unmeasured=None):
         super().__init__()
         self.module, self.gene_ids, self.mask = module, gene_ids, mask
-        self.class_index, self.seed = class_index, seed
+        self.class_index, self.seed, self.unmeasured = class_index, seed, unmeasured
         self.probe = False
 
     def forward(self, embedded: torch.Tensor) -> torch.Tensor:
@@ -35,7 +35,7 @@ class _ClassLogit(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             logits = self.module.classify_embedded(
-                embedded, self.gene_ids.expand(n, -1), self.mask.expand(n, -1)
+                embedded, self.gene_ids.expand(n, -1), self.mask.expand(n, -1), self.unmeasured
             )
         return logits[:, [self.class_index]]
 
@@ -135,7 +135,8 @@ def shap_markers(
             f"model's classes {model.classes}."
         )
 
-    X = model.prepare(adata).X  # log2-normalised on the panel, CSR
+    prepared = model.prepare(adata)
+    X = prepared.X  # log2-normalised on the panel, CSR
     rng = np.random.default_rng(seed)
     background = rng.choice(adata.n_obs, size=min(n_background, adata.n_obs), replace=False)
     background_X = X[background]
@@ -144,6 +145,9 @@ def shap_markers(
     background_bins = bin_matrix(background_X, config.value_encoding, config.top_bin)
     module.eval()
     device = next(module.parameters()).device
+    # The panel genes adata lacks, read as unmeasured as in predictions.
+    unmeasured = prepared.alignment.unmeasured
+    unmeasured = torch.from_numpy(unmeasured).to(device) if unmeasured.any() else None
     numpy_state = np.random.get_state()  # shap seeds numpy's global generator
     rankings, stored = {}, {}
     try:
@@ -164,6 +168,7 @@ def shap_markers(
                     batch_size,
                     seed + row,
                     device,
+                    unmeasured,
                 )
                 values[row, genes] = attribution
             expression = X[cells].toarray()
@@ -199,6 +204,7 @@ def _explain_cell(
     batch_size,
     seed,
     device,
+    unmeasured=None,
 ):
     """SHAP values (summed over embedding dims) of one cell's tokens; returns (genes, values)."""
     tokens = {k: v.to(device) for k, v in tokenize(x, config).items()}
@@ -220,7 +226,7 @@ def _explain_cell(
         if config.token_mode == "expressed":  # bin 0 is no token there: no expression signal
             expression = expression * (bg_bins != 0).unsqueeze(-1)
         baseline = identity + expression
-    wrapper = _ClassLogit(module, gene_ids, mask, class_index, seed)
+    wrapper = _ClassLogit(module, gene_ids, mask, class_index, seed, unmeasured)
     wrapper.probe = True
     explainer = shap.GradientExplainer(wrapper, baseline, batch_size=batch_size)
     wrapper.probe = False
