@@ -283,10 +283,13 @@ def test_novelty_calls_cells_unlike_any_training_type_unassigned():
     assert "novelty_threshold" not in query.uns["ref"]["params"]
 
 
-def test_auto_threshold_is_lower_with_a_reference(counts_adata):
+def test_auto_threshold_is_lower_with_a_reference_or_a_trained_model(counts_adata):
     query = counts_adata.copy()
-    _annotate(counts_adata, "cell_type")
+    model = _annotate(counts_adata, "cell_type")
     assert counts_adata.uns["screformer"]["params"]["unassigned_threshold"] == 0.5
+    other = counts_adata.copy()
+    screformer.tl.annotate(other, model=model)
+    assert other.uns["screformer"]["params"]["unassigned_threshold"] == 0.1
     query.obs = query.obs.drop(columns="cell_type")
     _annotate(query, "cell_type", reference=counts_adata)
     assert query.uns["screformer"]["params"]["unassigned_threshold"] == 0.1

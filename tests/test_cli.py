@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import anndata as ad
+import numpy as np
 import pytest
 
 from screformer import cli
@@ -47,11 +48,20 @@ def test_annotate_writes_output_and_model(tmp_path, capsys):
     assert "novelty_threshold" not in annotated.uns["screformer"]["params"]
     assert (tmp_path / "model" / "model.pt").exists()
     assert "cells labelled" in capsys.readouterr().out
-    # Reuse the saved model on new data.
+    # Reuse the saved model: at the threshold annotate used, the same calls.
     again = str(tmp_path / "again.h5ad")
-    assert main(["predict", str(tmp_path / "in.h5ad"), "--model", model, "--out", again]) == 0
+    args = ["predict", str(tmp_path / "in.h5ad"), "--model", model, "--out", again]
+    assert main([*args, "--threshold", "0.5"]) == 0
     predicted = ad.read_h5ad(again).obs["screformer_prediction"]
     assert (predicted == annotated.obs["screformer_prediction"]).all()
+    # By default a trained model's threshold is 0.1: the cells at 0.1-0.5 get their best call.
+    assert main(args) == 0
+    relaxed = ad.read_h5ad(again)
+    assert relaxed.uns["screformer"]["params"]["unassigned_threshold"] == 0.1
+    confidence = relaxed.obs["screformer_confidence"].to_numpy()
+    np.testing.assert_array_equal(
+        relaxed.obs["screformer_prediction"] == "Unassigned", confidence < 0.1
+    )
 
 
 def test_pretrain_command_writes_an_encoder_that_annotate_fine_tunes(tmp_path, capsys):

@@ -88,7 +88,7 @@ def test_h5ad_and_csv_match_annotate_and_read_in_chunks(
     assert uns["gene_overlap"] == want_uns["gene_overlap"]
     assert uns["input_kind"] == want_uns["input_kind"] == "counts"
     assert uns["n_unassigned"] == want_uns["n_unassigned"]
-    assert uns["params"]["unassigned_threshold"] == 0.5
+    assert uns["params"]["unassigned_threshold"] == 0.1  # a trained model: as tl.annotate
 
     table = pd.read_csv(tmp_path / "out.csv", index_col="cell")
     assert list(table.columns) == [

@@ -28,12 +28,13 @@ logger = logging.getLogger("screformer")
 # Novelty above which a cell is Unassigned when the model is trained on the query's own cells:
 # beyond 99% of the validation cells, so about 1% of cells of known types are lost to it.
 NOVELTY_THRESHOLD = 0.99
-# Confidence under which a cell is Unassigned: scBERT's 0.5, and 0.1 with a reference, where the
-# shift between studies lowers the confidence of right calls too. 0.1 is the threshold chosen
-# for two of the transfer benchmark's three stages when each is held out and the others choose
-# (0.4 for the third; benchmarks/results/transfer_threshold.md).
+# Confidence under which a cell is Unassigned: scBERT's 0.5 for a model labelling the data set it
+# was trained on, and 0.1 for cells from anywhere else (a reference, or a trained model given),
+# where the shift between data sets lowers the confidence of right calls too. 0.1 is the
+# threshold chosen for two of the transfer benchmark's three cross-data-set stages when each is
+# held out and the others choose (0.4 for the third; benchmarks/results/transfer_threshold.md).
 UNASSIGNED_THRESHOLD = 0.5
-REFERENCE_UNASSIGNED_THRESHOLD = 0.1
+TRANSFER_UNASSIGNED_THRESHOLD = 0.1
 
 
 def annotate(
@@ -85,12 +86,13 @@ def annotate(
         Prefix of the keys written (below).
     unassigned_threshold
         Cells whose best probability is below this are called ``"Unassigned"``; 0 assigns every
-        cell. ``"auto"``: scBERT's 0.5, or 0.1 with a ``reference``: across studies the
-        model's confidence drops on the cells it calls right too (with 0.5, a quarter to a
-        third of Baron's pancreas cells were Unassigned, about half of them called right at
-        0.1; the transfer benchmark's macro F1, 25 tasks: 0.851 at 0.5, 0.860 at 0.1). The
-        price: cells of a type the reference lacks are then labelled as the nearest type it
-        has (docs: transfer).
+        cell. ``"auto"``: scBERT's 0.5 when the model is trained here on ``adata``'s own
+        labelled cells, else 0.1 (a ``reference``, or a trained ``model``): on cells from
+        another data set the model's confidence drops on the cells it calls right too (with
+        0.5, a quarter to a third of Baron's pancreas cells were Unassigned, about half of them
+        called right at 0.1; the transfer benchmark's macro F1, 25 tasks: 0.851 at 0.5, 0.860
+        at 0.1). The price: cells of a type the model lacks are then labelled as the nearest
+        type it has (docs: transfer).
     novelty_threshold
         Cells whose novelty score (0-1: how unlike its predicted type's training cells a cell
         is, by expression, model features and energy, as a quantile among the validation cells;
@@ -182,9 +184,8 @@ def annotate(
     if adata.is_view and not copy:
         raise ValueError("adata is a view; pass adata.copy(), or copy=True.")
     if unassigned_threshold == "auto":
-        unassigned_threshold = (
-            UNASSIGNED_THRESHOLD if reference is None else REFERENCE_UNASSIGNED_THRESHOLD
-        )
+        own_cells = labels_key is not None and reference is None
+        unassigned_threshold = UNASSIGNED_THRESHOLD if own_cells else TRANSFER_UNASSIGNED_THRESHOLD
     if not isinstance(unassigned_threshold, (int, float)) or not 0 <= unassigned_threshold <= 1:
         raise ValueError(
             f"unassigned_threshold must be in [0, 1] or 'auto', not {unassigned_threshold!r}."

@@ -18,7 +18,7 @@ from .._io import atomic_write
 from ..data import _streaming
 from ..model import SCReformer
 from ..pp import PreparedData, detect_input, to_panel
-from ._annotate import UNASSIGNED_THRESHOLD, label_cells, run_record
+from ._annotate import TRANSFER_UNASSIGNED_THRESHOLD, label_cells, run_record
 from ._result import UNASSIGNED, warn_if_mostly_unassigned
 
 logger = logging.getLogger("screformer")
@@ -33,7 +33,7 @@ def predict_file(
     *,
     chunk_size: int = 4096,
     key_added: str = "screformer",
-    unassigned_threshold: float = UNASSIGNED_THRESHOLD,
+    unassigned_threshold: float = TRANSFER_UNASSIGNED_THRESHOLD,
     novelty_threshold: float | None = None,
     layer: str | None = None,
     gene_symbols: str | None = None,
@@ -69,7 +69,8 @@ def predict_file(
         Prefix of the keys (columns) written.
     unassigned_threshold
         Cells whose best probability is below this are called ``"Unassigned"``, as are cells
-        with no panel gene expressed.
+        with no panel gene expressed (default 0.1, as :func:`~screformer.tl.annotate` with a
+        trained model).
     novelty_threshold
         Cells whose novelty score is above this are called ``"Unassigned"`` too (default: the
         score is written but not used, as by :func:`~screformer.tl.annotate` with a trained
