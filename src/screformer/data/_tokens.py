@@ -82,26 +82,37 @@ class Augmentation:
         depth drawn uniformly from this range, as in a shallower query.
     p_depth
         Share of cells thinned.
+    mark_unmeasured
+        Tell the classifier which genes a batch lost, as prediction tells it which genes a query
+        lacks (they enter its MLP as 0); else they look like genes at zero.
     """
 
     gene_keep: tuple[float, float] = (0.05, 1.0)
     p_genes: float = 0.5
     depth: tuple[float, float] = (0.2, 1.0)
     p_depth: float = 0.5
+    mark_unmeasured: bool = False
 
     def __call__(self, X: sparse.csr_matrix, rng: np.random.Generator) -> sparse.csr_matrix:
+        return self.apply(X, rng)[0]
+
+    def apply(self, X: sparse.csr_matrix, rng: np.random.Generator):
+        """The changed cells and the boolean mask of the panel genes dropped (None when the
+        batch kept its genes)."""
         X = sparse.csr_matrix(X, copy=True)
+        dropped = None
         if rng.random() < self.p_genes:
             keep = rng.random(X.shape[1]) < rng.uniform(*self.gene_keep)
             X.data[~keep[X.indices]] = 0
             X.eliminate_zeros()
+            dropped = ~keep
         thinned = rng.random(X.shape[0]) < self.p_depth
         if thinned.any():
             fraction = np.where(thinned, rng.uniform(*self.depth, size=X.shape[0]), 1.0)
             in_thinned_cell = np.repeat(thinned, np.diff(X.indptr))
             X.data = np.where(in_thinned_cell, thin_depth(X, fraction, rng), X.data)
         X.eliminate_zeros()
-        return X
+        return X, dropped
 
 
 def thin_depth(X: sparse.csr_matrix, fraction: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -143,10 +154,12 @@ class CellCollate:
 
     def __call__(self, indices) -> dict[str, torch.Tensor]:
         indices = np.asarray(indices)
-        X = self.X[indices]
+        X, dropped = self.X[indices], None
         if self.augment is not None:
-            X = self.augment(X, self.rng)
+            X, dropped = self.augment.apply(X, self.rng)
         batch = tokenize(X, self.config)
+        if dropped is not None and self.augment.mark_unmeasured:
+            batch["unmeasured"] = torch.from_numpy(dropped)
         if self.labels is not None:
             batch["labels"] = self.labels[indices]
         return batch

@@ -74,7 +74,8 @@ class ClassifierTrainingPlan(_AdamWCosinePlan):
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def _step(self, batch):
-        logits = self.module(batch["gene_ids"], batch["bins"], batch["mask"], batch.get("values"))
+        inputs = batch["gene_ids"], batch["bins"], batch["mask"], batch.get("values")
+        logits = self.module(*inputs, unmeasured=batch.get("unmeasured"))
         loss = F.cross_entropy(logits, batch["labels"], weight=self.class_weights)
         accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
         return loss, accuracy
