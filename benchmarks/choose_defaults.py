@@ -89,7 +89,8 @@ def evaluate(name: str, split, n_genes, epochs, class_weight) -> dict:
     max_epochs = old_rule(n_fit) if epochs == "old rule" else epochs
     model.train(max_epochs=max_epochs, class_weight=class_weight, seed=0, enable_progress_bar=False)
     fit_s = time.perf_counter() - start
-    screformer.tl.annotate(test, model=model)
+    # 0.5: the threshold a trained model had when these defaults were chosen (2026-12-02).
+    screformer.tl.annotate(test, model=model, unassigned_threshold=0.5)
     lr = LogisticBaseline(train, train.obs[key], model.gene_panel, C=0.1, scale=False)
     row = {
         "data": name,

@@ -189,12 +189,12 @@ _register_bundled(
 _register_bundled(
     "pbmc",
     "classifier_pbmc.pt",
-    "483700f65f9d00b543097485e30f6a0acf30cae9b9965247b5e6deead0f24563",
+    "094e45b5701d7491628008391f554c90bd9a96f95e941a7d2a459c945d3441cc",
     "classifier: blood immune cells (9 types of pbmc3k), uHAF Blood tier 1; bundled",
 )
 _register_bundled(
     "heart",
     "classifier_heart.pt",
-    "1c69d106916af7a1cbd15aa991548c811af8db67d558eb7db2be849a6e66b163",
+    "4aa708b2a6c0a0bf022901d18966c3681c742c1f6cb8bae6972f05293d44c5d0",
     "classifier: 11 types of the adult heart atlas, uHAF Heart tier 1; bundled",
 )
