@@ -201,3 +201,16 @@ def test_dotplot_of_shap_or_given_markers_writes_nothing(shows, tmp_path):
         screformer.pl.dotplot(adata, {"T": ["CD3E"]})
     with pytest.raises(KeyError, match="tl.shap_markers"):
         screformer.pl.dotplot(adata, "nothing_here")
+
+
+def test_dotplot_skips_groups_without_cells(shows):
+    adata = _with_genes()
+    key = "screformer_prediction"
+    calls = adata.obs[key].astype(str)
+    # As "Unassigned" is when every cell was assigned: a category without cells.
+    adata.obs[key] = pd.Categorical(calls, categories=[*sorted(set(calls)), "no cells"])
+    adata.uns[f"{key}_colors"] = ["#111111"] * (len(set(calls)) + 1)
+    axes = screformer.pl.dotplot(adata, {"B": ["GENE0"]}, show=False)
+    rows = [t.get_text() for t in axes["mainplot_ax"].get_yticklabels()]
+    assert rows == sorted(set(calls))  # no row for the empty category
+    assert list(adata.obs[key].cat.categories)[-1] == "no cells"  # adata untouched

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
@@ -86,6 +88,14 @@ def dotplot(
     colours = f"{groupby}_colors"
     if colours in adata.uns:
         light.uns[colours] = adata.uns[colours]
+    groups = light.obs[groupby]
+    if isinstance(groups.dtype, pd.CategoricalDtype):
+        # Scanpy fails on a category without cells (e.g. "Unassigned" when every cell was
+        # assigned): plot the groups that have cells, each keeping its colour.
+        used = groups.cat.categories.isin(groups.unique())
+        light.obs[groupby] = groups.cat.remove_unused_categories()
+        if colours in light.uns and len(light.uns[colours]) == len(used):
+            light.uns[colours] = list(np.asarray(light.uns[colours])[used])
     plot = sc.pl.dotplot(light, markers, groupby, show=False, return_fig=True, **kwargs)
     plot.make_figure()
     return save_show_or_return(
