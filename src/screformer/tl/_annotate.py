@@ -30,9 +30,9 @@ logger = logging.getLogger("screformer")
 NOVELTY_THRESHOLD = 0.99
 # Confidence under which a cell is Unassigned: scBERT's 0.5 for a model labelling the data set it
 # was trained on, and 0.1 for cells from anywhere else (a reference, or a trained model given),
-# where the shift between data sets lowers the confidence of right calls too. 0.1 is the
-# threshold chosen for two of the transfer benchmark's three cross-data-set stages when each is
-# held out and the others choose (0.4 for the third; benchmarks/results/transfer_threshold.md).
+# where the shift between data sets lowers the confidence of right calls too. 0.1 is what every
+# stage of the transfer benchmark chooses when it is held out and the others choose
+# (benchmarks/results/transfer.md; first chosen on 2026-12-02 in transfer_threshold.md).
 UNASSIGNED_THRESHOLD = 0.5
 TRANSFER_UNASSIGNED_THRESHOLD = 0.1
 
@@ -90,9 +90,9 @@ def annotate(
         labelled cells, else 0.1 (a ``reference``, or a trained ``model``): on cells from
         another data set the model's confidence drops on the cells it calls right too (with
         0.5, a quarter to a third of Baron's pancreas cells were Unassigned, about half of them
-        called right at 0.1; the transfer benchmark's macro F1, 25 tasks: 0.851 at 0.5, 0.860
-        at 0.1). The price: cells of a type the model lacks are then labelled as the nearest
-        type it has (docs: transfer).
+        called right at 0.1; the transfer benchmark's macro F1 on the 37 tasks of its
+        2026-12-03 run: 0.842 at 0.5, 0.852 at 0.1). The price: cells of a type the model
+        lacks are then labelled as the nearest type it has (docs: transfer).
     novelty_threshold
         Cells whose novelty score (0-1: how unlike its predicted type's training cells a cell
         is, by expression, model features and energy, as a quantile among the validation cells;
