@@ -10,7 +10,7 @@ from scipy import sparse
 
 import screformer
 from screformer.data import Augmentation, tokenize
-from screformer.data._tokens import thin_depth
+from screformer.data._tokens import CellCollate, thin_depth
 from screformer.module import ReformerConfig
 from screformer.pp import prepare, relative_bins
 
@@ -165,6 +165,20 @@ def test_augmentation_drops_whole_genes_and_thins_depth():
     assert 0.45 < thinned_counts / counts.X.sum() < 0.55
     untouched = Augmentation(p_genes=0.0, p_depth=0.0)(X, rng)
     np.testing.assert_array_equal(untouched.toarray(), X.toarray())
+
+
+def test_mark_unmeasured_tells_the_batch_which_genes_it_lost():
+    counts = make_counts(n_per_class=20)
+    X = prepare(counts, list(counts.var_names)).X
+    config = ReformerConfig(n_genes=X.shape[1])
+    drop = dict(gene_keep=(0.5, 0.5), p_genes=1.0, p_depth=0.0)
+    marked = CellCollate(X, config, augment=Augmentation(**drop, mark_unmeasured=True))(range(8))
+    lost = marked["unmeasured"].numpy()
+    assert 0 < lost.sum() < X.shape[1]
+    kept_genes = np.unique(marked["gene_ids"][marked["mask"]].numpy())
+    assert not lost[kept_genes].any()  # a gene still in the batch is not marked
+    plain = CellCollate(X, config, augment=Augmentation(**drop))(range(8))
+    assert "unmeasured" not in plain
 
 
 def test_training_with_augmentation_still_learns():
