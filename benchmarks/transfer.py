@@ -74,10 +74,6 @@ VARIANTS = {
     "relative+augment+unmeasured": dict(
         config={"value_encoding": "relative"}, train={"augment": Augmentation(mark_unmeasured=True)}
     ),
-    # The default with the classifier head also reading each token's input embedding.
-    "relative+skip+augment": dict(
-        config={"value_encoding": "relative", "head_skip": True}, train={"augment": True}
-    ),
     "relative+augment, balanced weights": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),

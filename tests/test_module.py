@@ -33,7 +33,7 @@ def test_absent_genes_take_learned_value():
         m.classifier.absent_value.copy_(torch.arange(11.0) + 100)
     ids = torch.tensor([[2, 5, 10]])  # 10 is padding
     hidden = m.encode(ids, torch.tensor([[1, 3, 7]]), torch.tensor([[True, True, False]]))
-    values = m.classifier.gene_values(hidden, None, ids)[0]
+    values = m.classifier.gene_values(hidden, ids)[0]
     untouched = [i for i in range(10) if i not in (2, 5)]
     assert values[untouched].tolist() == [float(i + 100) for i in untouched]
     assert values[2] < 100 and values[5] < 100  # came from the encoder, not the absent value
@@ -49,8 +49,8 @@ def test_unmeasured_genes_enter_the_mlp_as_dropped_out_genes():
     unmeasured[[2, 7]] = True  # 2 is a token here: the query's 0 there was not measured either
     with torch.no_grad():
         hidden = m.encode(ids, bins, mask)
-        plain = m.classifier.gene_values(hidden, None, ids)[0]
-        values = m.classifier.gene_values(hidden, None, ids, unmeasured)[0]
+        plain = m.classifier.gene_values(hidden, ids)[0]
+        values = m.classifier.gene_values(hidden, ids, unmeasured)[0]
         assert values[[2, 7]].tolist() == [0.0, 0.0]
         torch.testing.assert_close(values[~unmeasured], plain[~unmeasured], rtol=0, atol=0)
         logits = {}
@@ -63,26 +63,6 @@ def test_unmeasured_genes_enter_the_mlp_as_dropped_out_genes():
             logits[name] = m(ids, bins, mask, **extra)
         assert torch.equal(logits["plain"], logits["again"])
         assert not torch.equal(logits["plain"], logits["unmeasured"])
-
-
-def test_head_skip_reads_each_tokens_embedding():
-    cfg = ReformerConfig(n_genes=10, head_skip=True, **TINY)
-    m = SCReformerModule(cfg, n_classes=2).eval()
-    assert m.classifier.conv.in_channels == 2 * cfg.dim
-    ids, bins, mask = torch.tensor([[2, 5]]), torch.tensor([[1, 3]]), torch.ones(1, 2, dtype=bool)
-    with torch.no_grad():
-        hidden, embedded = m.encode(ids, bins, mask), m.embedding(ids, bins)
-        values = m.classifier.gene_values(hidden, embedded, ids)[0]
-        # The skip half of the convolution reads the embedding: change it, the gene's value moves.
-        moved = m.classifier.gene_values(hidden, embedded + 1.0, ids)[0]
-        weight = m.classifier.conv.weight[0, cfg.dim :, 0]
-        torch.testing.assert_close(moved[[2, 5]] - values[[2, 5]], weight.sum().expand(2))
-        assert torch.equal(moved[[0, 1, 3]], values[[0, 1, 3]])  # not tokens: learned values
-        torch.manual_seed(0)
-        logits = m(ids, bins, mask)
-        torch.manual_seed(0)
-        both = m.logits_and_features(ids, bins, mask)
-    torch.testing.assert_close(both[:, :2], logits)
 
 
 def test_gene_vectors_initialise_embedding_and_shape_checked():

@@ -55,10 +55,6 @@ class ReformerConfig:
         auto-discretisation does (a soft mix of learned vectors): gives the relative bins back
         the magnitude they drop (``benchmarks/encoding_ceiling.py``), at the cost of the
         invariance to how the values were scaled that the relative bins alone have.
-    head_skip
-        The classifier's convolution reads each token's input embedding (its gene and
-        expression) beside the encoder's output for it: a skip past the encoder, so the head
-        sees every gene's own value as directly as a model on the values alone does.
     mlp_hidden, head_dropout
         Hidden sizes and dropout of the classifier's 3-layer MLP (scBERT: 512, 100).
     gene_dropout
@@ -80,7 +76,6 @@ class ReformerConfig:
     value_encoding: ValueEncoding = "relative"
     top_bin: int = 5
     value_embedding: bool = False
-    head_skip: bool = False
     mlp_hidden: tuple[int, int] = (512, 100)
     head_dropout: float = 0.5
     gene_dropout: float = 0.5

@@ -142,8 +142,7 @@ class ConvMLPClassifier(nn.Module):
     def __init__(self, config: ReformerConfig, n_classes: int):
         super().__init__()
         self.n_genes = config.n_genes
-        self.skip = config.head_skip
-        self.conv = nn.Conv1d(config.dim * (2 if self.skip else 1), 1, kernel_size=1)
+        self.conv = nn.Conv1d(config.dim, 1, kernel_size=1)
         self.absent_value = nn.Parameter(torch.zeros(config.n_genes + 1))
         h1, h2 = config.mlp_hidden
         # No activation between the convolution and the MLP (scBERT has a ReLU there): with it,
@@ -159,22 +158,19 @@ class ConvMLPClassifier(nn.Module):
             nn.Linear(h2, n_classes),
         )
 
-    def gene_values(self, hidden, embedded, gene_ids, unmeasured=None) -> torch.Tensor:
-        """One value per panel gene, ``(batch, n_genes)``, from the encoder's output ``hidden``
-        (and its input ``embedded`` with ``head_skip``)."""
-        if self.skip:
-            hidden = torch.cat([hidden, embedded.to(hidden.dtype)], dim=-1)
+    def gene_values(self, hidden: torch.Tensor, gene_ids: torch.Tensor, unmeasured=None):
+        """One value per panel gene, ``(batch, n_genes)``."""
         values = self.conv(hidden.transpose(1, 2)).squeeze(1)
         panel = self.absent_value.expand(hidden.shape[0], -1).clone()
         # Padding tokens carry gene id n_genes: they land in the extra last column, dropped here.
         panel = panel.scatter(1, gene_ids, values.to(panel.dtype))[:, : self.n_genes]
         return panel if unmeasured is None else panel.masked_fill(unmeasured, 0.0)
 
-    def logits_and_features(self, hidden, embedded, gene_ids, unmeasured=None) -> torch.Tensor:
+    def logits_and_features(self, hidden, gene_ids, unmeasured=None) -> torch.Tensor:
         """Class logits and the MLP's last hidden layer side by side, ``(batch, n_classes +
         mlp_hidden[-1])``: what novelty reads."""
-        features = self.mlp[:-1](self.gene_values(hidden, embedded, gene_ids, unmeasured))
+        features = self.mlp[:-1](self.gene_values(hidden, gene_ids, unmeasured))
         return torch.cat([self.mlp[-1](features), features], dim=1)
 
-    def forward(self, hidden, embedded, gene_ids, unmeasured=None) -> torch.Tensor:
-        return self.mlp(self.gene_values(hidden, embedded, gene_ids, unmeasured))
+    def forward(self, hidden: torch.Tensor, gene_ids: torch.Tensor, unmeasured=None):
+        return self.mlp(self.gene_values(hidden, gene_ids, unmeasured))

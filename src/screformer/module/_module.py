@@ -59,14 +59,13 @@ class SCReformerModule(nn.Module):
         gradient attributions (SHAP), which need a continuous input."""
         if self.classifier is None:
             raise RuntimeError("This module has no classifier (n_classes=0).")
-        return self.classifier(self.encoder(embedded, mask), embedded, gene_ids, unmeasured)
+        return self.classifier(self.encoder(embedded, mask), gene_ids, unmeasured)
 
     def logits_and_features(self, gene_ids, bins, mask, values=None, unmeasured=None):
         """Class logits and the classifier's last hidden layer side by side, ``(batch,
         n_classes + mlp_hidden[-1])``, from one pass: the inputs of novelty scores."""
-        embedded = self.embedding(gene_ids, bins, values)
         return self.classifier.logits_and_features(
-            self.encoder(embedded, mask), embedded, gene_ids, unmeasured
+            self.encode(gene_ids, bins, mask, values), gene_ids, unmeasured
         )
 
     def mlm_logits(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
