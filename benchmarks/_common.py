@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import sys
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def machine() -> dict:
 
 
 def command() -> str:
-    return " ".join([Path(sys.executable).name, *sys.argv])
+    """The command line as typed (arguments with spaces quoted, so it can be pasted back)."""
+    return f"{Path(sys.executable).name} {shlex.join(sys.argv)}"
 
 
 class LogisticBaseline:
@@ -86,6 +88,9 @@ def score(truth, predicted) -> dict:
 
 
 def mean_sd(values) -> str:
+    """``mean ± sd``; one value alone has no spread to show."""
+    if len(values) == 1:
+        return f"{values[0]:.3f} (one run)"
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
 
 

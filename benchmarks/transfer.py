@@ -74,6 +74,20 @@ VARIANTS = {
     "relative+augment+unmeasured": dict(
         config={"value_encoding": "relative"}, train={"augment": Augmentation(mark_unmeasured=True)}
     ),
+    # The default trained for all of its epochs: still keeping the best validation epoch, or
+    # with no validation cells, the last epoch.
+    "relative+augment, no early stopping": dict(
+        config={"value_encoding": "relative"}, train={"augment": True, "early_stopping": False}
+    ),
+    "relative+augment, last epoch": dict(
+        config={"value_encoding": "relative"}, train={"augment": True, "validation_size": 0}
+    ),
+    # The default trained as encoding_ceiling.py trains scBERT's head alone (with
+    # --max-epochs 30): batches of 64, no validation (the last epoch kept).
+    "relative+augment, head-alone recipe": dict(
+        config={"value_encoding": "relative"},
+        train={"augment": True, "validation_size": 0, "batch_size": 64},
+    ),
     "relative+augment, balanced weights": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),
