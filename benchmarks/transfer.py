@@ -88,6 +88,18 @@ VARIANTS = {
         config={"value_encoding": "relative"},
         train={"augment": True, "validation_size": 0, "batch_size": 64},
     ),
+    # A diagnostic, not a model: no encoder layers (depth 0), so the head reads each token's
+    # embedding (gene + bin + position, layer-normalised) directly.
+    "relative+augment, depth 0": dict(
+        config={"value_encoding": "relative", "depth": 0}, train={"augment": True}
+    ),
+    "relative, depth 0": dict(
+        config={"value_encoding": "relative", "depth": 0}, train={"augment": False}
+    ),
+    "relative+augment, depth 0, head-alone recipe": dict(
+        config={"value_encoding": "relative", "depth": 0},
+        train={"augment": True, "validation_size": 0, "batch_size": 64},
+    ),
     "relative+augment, balanced weights": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),
