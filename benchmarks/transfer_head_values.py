@@ -1,6 +1,8 @@
 """An experiment, not a package option: the classifier head reads each gene's log2 value beside
 the encoder's per-gene value, so that magnitude reaches the classes without passing through
-the relative bins (the token embedding stays bins only).
+the relative bins (the token embedding stays bins only). In the ``headbins`` variants (no value
+embedding configured) it reads the gene's relative bin as a number instead (0 for genes at
+zero, 1 for the top bin), as scBERT's head alone does in ``encoding_ceiling.py``.
 
 It patches screformer's head and module for this process only and runs ``transfer.py`` with
 the variant ``relative+headvalues+augment`` (all of ``transfer.py``'s arguments apply), e.g.
@@ -28,20 +30,25 @@ def head_init(self, config, n_classes):
     self.token_values = None
 
 
-def gene_values(self, hidden, gene_ids):
+def gene_values(self, hidden, gene_ids, unmeasured=None):
     encoded = self.conv(hidden.transpose(1, 2)).squeeze(1)
     panel = self.absent_value.expand(hidden.shape[0], -1).clone()
     panel = panel.scatter(1, gene_ids, encoded.to(panel.dtype))[:, : self.n_genes]
     # Padding tokens carry gene id n_genes and value 0: they land in the dropped last column.
     values = torch.zeros(hidden.shape[0], self.n_genes + 1, dtype=panel.dtype, device=panel.device)
     values = values.scatter(1, gene_ids, self.token_values.to(panel.dtype))[:, : self.n_genes]
+    if unmeasured is not None:  # genes a query lacks: 0 in both halves
+        panel, values = panel.masked_fill(unmeasured, 0.0), values.masked_fill(unmeasured, 0.0)
     return torch.cat([panel, values], 1)
 
 
 def passing_values(method):
-    def wrapped(self, gene_ids, bins, mask, values=None):
+    def wrapped(self, gene_ids, bins, mask, values=None, **kwargs):
+        if not self.config.value_embedding:  # the bins as numbers; padding tokens 0
+            top = self.config.top_bin
+            values = (bins.clamp(max=top).float() / top).masked_fill(~mask, 0)
         self.classifier.token_values = values
-        return method(self, gene_ids, bins, mask, values)
+        return method(self, gene_ids, bins, mask, values, **kwargs)
 
     return wrapped
 
@@ -54,6 +61,12 @@ SCReformerModule.logits_and_features = passing_values(SCReformerModule.logits_an
 # value_embedding=True makes the tokens carry their log2 values; the patched embedding ignores them.
 transfer.VARIANTS["relative+headvalues+augment"] = dict(
     config={"value_encoding": "relative", "value_embedding": True}, train={"augment": True}
+)
+transfer.VARIANTS["relative+headbins+augment"] = dict(
+    config={"value_encoding": "relative"}, train={"augment": True}
+)
+transfer.VARIANTS["relative+headbins+augment, depth 0"] = dict(
+    config={"value_encoding": "relative", "depth": 0}, train={"augment": True}
 )
 
 if __name__ == "__main__":
