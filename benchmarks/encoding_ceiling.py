@@ -50,6 +50,7 @@ MLP_FEATURES = {
     "MLP, log2 values": None,
     "MLP, relative bins 1-5": ("relative", 5, False),
 }
+COLUMNS = FEATURES | MLP_FEATURES
 
 
 def features(X: sparse.csr_matrix, spec) -> sparse.csr_matrix:
@@ -107,7 +108,7 @@ def task_row(task, query, reference) -> dict:
         sparse.csr_matrix(prepare(a, genes, min_genes=1).X) for a in (reference, query)
     )
     labels = reference.obs["label"].astype(str).to_numpy()
-    for name, spec in (FEATURES | MLP_FEATURES).items():
+    for name, spec in COLUMNS.items():
         if name in MLP_FEATURES:
             predicted = mlp_predict(features(X_ref, spec), labels, features(X_query, spec))
         else:
@@ -120,12 +121,12 @@ def task_row(task, query, reference) -> dict:
                 sp: score(truth[known & (species == sp)], predicted[known & (species == sp)])
                 for sp in np.unique(species)
             }
-    print(task, {n: round(row[n]["macro_f1"], 3) for n in FEATURES | MLP_FEATURES}, flush=True)
+    print(task, {n: round(row[n]["macro_f1"], 3) for n in COLUMNS}, flush=True)
     return row
 
 
 def markdown(s: dict) -> str:
-    names = list(FEATURES | MLP_FEATURES)
+    names = list(COLUMNS)
     lines = [
         "# What screformer's tokens keep: logistic regression and scBERT's head alone on them",
         "",
@@ -165,7 +166,7 @@ def main(argv=None):
         "pancreas": [task_row(*t) for t in pancreas_tasks()],
         "pbmc": [task_row(*t) for t in pbmc_tasks()],
     }
-    summary = {"features": list(FEATURES | MLP_FEATURES), "results": results}
+    summary = {"features": list(COLUMNS), "results": results}
     summary["wall_s"] = time.perf_counter() - start
     write_results(args.out, "encoding_ceiling", summary, markdown)
 
