@@ -100,6 +100,14 @@ VARIANTS = {
         config={"value_encoding": "relative", "depth": 0},
         train={"augment": True, "validation_size": 0, "batch_size": 64},
     ),
+    # The head also reads each gene's relative bin as a number (ReformerConfig.head_bins).
+    "relative+headbins+augment": dict(
+        config={"value_encoding": "relative", "head_bins": True}, train={"augment": True}
+    ),
+    "relative+headbins+augment, depth 0": dict(
+        config={"value_encoding": "relative", "head_bins": True, "depth": 0},
+        train={"augment": True},
+    ),
     "relative+augment, balanced weights": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),

@@ -1,8 +1,8 @@
 """An experiment, not a package option: the classifier head reads each gene's log2 value beside
 the encoder's per-gene value, so that magnitude reaches the classes without passing through
-the relative bins (the token embedding stays bins only). In the ``headbins`` variants (no value
-embedding configured) it reads the gene's relative bin as a number instead (0 for genes at
-zero, 1 for the top bin), as scBERT's head alone does in ``encoding_ceiling.py``.
+the relative bins (the token embedding stays bins only). Its sibling that reads each gene's
+relative bin as a number instead became a package option, ``ReformerConfig(head_bins=True)``
+(``transfer.py``'s ``relative+headbins+augment`` variants).
 
 It patches screformer's head and module for this process only and runs ``transfer.py`` with
 the variant ``relative+headvalues+augment`` (all of ``transfer.py``'s arguments apply), e.g.
@@ -30,7 +30,7 @@ def head_init(self, config, n_classes):
     self.token_values = None
 
 
-def gene_values(self, hidden, gene_ids, unmeasured=None):
+def gene_values(self, hidden, gene_ids, unmeasured=None, levels=None):
     encoded = self.conv(hidden.transpose(1, 2)).squeeze(1)
     panel = self.absent_value.expand(hidden.shape[0], -1).clone()
     panel = panel.scatter(1, gene_ids, encoded.to(panel.dtype))[:, : self.n_genes]
@@ -44,9 +44,6 @@ def gene_values(self, hidden, gene_ids, unmeasured=None):
 
 def passing_values(method):
     def wrapped(self, gene_ids, bins, mask, values=None, **kwargs):
-        if not self.config.value_embedding:  # the bins as numbers; padding tokens 0
-            top = self.config.top_bin
-            values = (bins.clamp(max=top).float() / top).masked_fill(~mask, 0)
         self.classifier.token_values = values
         return method(self, gene_ids, bins, mask, values, **kwargs)
 
@@ -61,12 +58,6 @@ SCReformerModule.logits_and_features = passing_values(SCReformerModule.logits_an
 # value_embedding=True makes the tokens carry their log2 values; the patched embedding ignores them.
 transfer.VARIANTS["relative+headvalues+augment"] = dict(
     config={"value_encoding": "relative", "value_embedding": True}, train={"augment": True}
-)
-transfer.VARIANTS["relative+headbins+augment"] = dict(
-    config={"value_encoding": "relative"}, train={"augment": True}
-)
-transfer.VARIANTS["relative+headbins+augment, depth 0"] = dict(
-    config={"value_encoding": "relative", "depth": 0}, train={"augment": True}
 )
 
 if __name__ == "__main__":

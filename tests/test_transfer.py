@@ -110,6 +110,69 @@ def test_model_with_value_embedding_trains_saves_and_explains(tmp_path):
     assert np.isfinite(table["mean_abs_shap"]).all() and table["mean_abs_shap"].max() > 0
 
 
+def test_head_bins_reads_each_genes_level_beside_the_encoder():
+    from screformer.module import SCReformerModule
+
+    config = ReformerConfig(n_genes=6, head_bins=True, **TINY)
+    module = SCReformerModule(config, n_classes=2).eval()
+    head = module.classifier
+    with torch.no_grad():  # silence the encoder's route: what differs must come from the levels
+        head.conv.weight.zero_(), head.conv.bias.zero_(), head.absent_value.zero_()
+    low = tokenize(sparse.csr_matrix([[1.0, 2.0, 0, 3.0, 0, 0]]), config)
+    high = tokenize(sparse.csr_matrix([[3.0, 2.0, 0, 1.0, 0, 0]]), config)
+    assert not torch.equal(low["bins"], high["bins"])
+
+    def logits(tokens, unmeasured=None):
+        return module(tokens["gene_ids"], tokens["bins"], tokens["mask"], unmeasured=unmeasured)
+
+    assert not torch.allclose(logits(low), logits(high))
+    # The MLP reads bin / top_bin per gene, 0 for genes that are not tokens.
+    hidden = torch.zeros(1, low["gene_ids"].shape[1], config.dim)
+    levels = head.bin_levels(low["bins"])
+    read = head.gene_values(hidden, low["gene_ids"], levels=levels)[0, config.n_genes :]
+    expected = torch.zeros(config.n_genes)
+    expected[low["gene_ids"][low["mask"]]] = low["bins"][low["mask"]].float() / config.top_bin
+    assert torch.equal(read, expected) and 0 < read.max() <= 1
+    # Genes the query lacks are no evidence in either half: the two cells differ only there.
+    unmeasured = torch.tensor([True, False, False, True, False, False])
+    assert torch.allclose(logits(low, unmeasured), logits(high, unmeasured))
+    with pytest.raises(ValueError, match="levels"):
+        head(hidden, low["gene_ids"])
+    old = config.to_dict()
+    del old["head_bins"]
+    assert not ReformerConfig.from_dict(old).head_bins
+
+
+def test_model_with_head_bins_trains_saves_predicts_partial_queries_and_explains(tmp_path):
+    adata = make_counts(n_per_class=10)
+    model = screformer.tl.annotate(
+        adata, "cell_type", config=dict(TINY, head_bins=True), **TINY_TRAIN
+    )
+    model.save(tmp_path / "m")
+    loaded = screformer.SCReformer.load(tmp_path / "m", adata)
+    assert loaded.config.head_bins
+    np.testing.assert_allclose(
+        loaded.predict_proba(loaded.prepare(adata)), model.predict_proba(model.prepare(adata))
+    )
+    partial = adata[:, 5:].copy()  # a query that lacks some panel genes: they read as 0
+    probabilities = loaded.predict(partial, soft=True).to_numpy()
+    np.testing.assert_allclose(probabilities.sum(1), 1, rtol=1e-5)
+    ranks = screformer.tl.shap_markers(
+        adata, model, "cell_type", n_cells=2, n_background=5, nsamples=4
+    )
+    table = next(iter(ranks.values()))
+    assert np.isfinite(table["mean_abs_shap"]).all() and table["mean_abs_shap"].max() > 0
+    # SHAP attributes the levels the head reads too: with the encoder's route silenced, the
+    # genes still get values.
+    head = model.module.classifier
+    with torch.no_grad():
+        head.conv.weight.zero_(), head.conv.bias.zero_(), head.absent_value.zero_()
+    ranks = screformer.tl.shap_markers(
+        adata, model, "cell_type", n_cells=2, n_background=5, nsamples=4
+    )
+    assert next(iter(ranks.values()))["mean_abs_shap"].max() > 0
+
+
 def test_reference_mode_trains_on_the_shared_genes_in_reference_order():
     reference = make_counts(seed=1)
     query = make_counts(seed=2)[:, 10:].copy()  # the query lacks the reference's first genes

@@ -55,6 +55,12 @@ class ReformerConfig:
         auto-discretisation does (a soft mix of learned vectors): gives the relative bins back
         the magnitude they drop (``benchmarks/encoding_ceiling.py``), at the cost of the
         invariance to how the values were scaled that the relative bins alone have.
+    head_bins
+        The classifier's MLP also reads each panel gene's bin as a number (``bin / top_bin``;
+        0 for a gene that is not expressed or that the query lacks), beside the value the
+        encoder gives it: the expression level reaches the head directly, as in scBERT's
+        head alone (``benchmarks/encoding_ceiling.py``), and the encoder adds context.
+        Measured in ``benchmarks/transfer.py`` (variant ``relative+headbins+augment``).
     mlp_hidden, head_dropout
         Hidden sizes and dropout of the classifier's 3-layer MLP (scBERT: 512, 100).
     gene_dropout
@@ -76,6 +82,7 @@ class ReformerConfig:
     value_encoding: ValueEncoding = "relative"
     top_bin: int = 5
     value_embedding: bool = False
+    head_bins: bool = False
     mlp_hidden: tuple[int, int] = (512, 100)
     head_dropout: float = 0.5
     gene_dropout: float = 0.5
@@ -139,5 +146,6 @@ class ReformerConfig:
         if unknown:
             raise ValueError(f"Unknown configuration keys: {sorted(unknown)}.")
         # Checkpoints written before value encodings existed used scBERT's absolute bins, and
-        # those written before value embeddings existed had none.
-        return cls(**({"value_encoding": "absolute", "value_embedding": False} | d))
+        # those written before value embeddings or head bins existed had neither.
+        old = {"value_encoding": "absolute", "value_embedding": False, "head_bins": False}
+        return cls(**(old | d))

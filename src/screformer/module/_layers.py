@@ -136,12 +136,15 @@ class ConvMLPClassifier(nn.Module):
     In ``expressed`` mode the genes that are not tokens take a learned per-gene value. Genes
     the query did not measure (``unmeasured``, a boolean mask over the panel) take 0 instead:
     what the MLP reads for a gene that its input dropout removed in training, so they count as
-    no evidence rather than as genes at zero.
+    no evidence rather than as genes at zero. With ``config.head_bins`` the MLP also reads each
+    gene's level (``levels``: the tokens' bins as numbers, see :meth:`bin_levels`), 0 for genes
+    that are not tokens or not measured.
     """
 
     def __init__(self, config: ReformerConfig, n_classes: int):
         super().__init__()
-        self.n_genes = config.n_genes
+        self.n_genes, self.top_bin = config.n_genes, config.top_bin
+        self.head_bins = config.head_bins
         self.conv = nn.Conv1d(config.dim, 1, kernel_size=1)
         self.absent_value = nn.Parameter(torch.zeros(config.n_genes + 1))
         h1, h2 = config.mlp_hidden
@@ -149,7 +152,7 @@ class ConvMLPClassifier(nn.Module):
         # the per-gene values of absent genes start at 0 and never receive a gradient.
         self.mlp = nn.Sequential(
             nn.Dropout(config.gene_dropout),
-            nn.Linear(config.n_genes, h1),
+            nn.Linear(config.n_genes * (2 if config.head_bins else 1), h1),
             nn.ReLU(),
             nn.Dropout(config.head_dropout),
             nn.Linear(h1, h2),
@@ -158,19 +161,33 @@ class ConvMLPClassifier(nn.Module):
             nn.Linear(h2, n_classes),
         )
 
-    def gene_values(self, hidden: torch.Tensor, gene_ids: torch.Tensor, unmeasured=None):
-        """One value per panel gene, ``(batch, n_genes)``."""
+    def bin_levels(self, bins: torch.Tensor) -> torch.Tensor:
+        """The tokens' bins as numbers in [0, 1] (``bin / top_bin``), what the MLP reads with
+        ``head_bins``; padding and mask tokens 0."""
+        return (bins.float() / self.top_bin).masked_fill(bins > self.top_bin, 0.0)
+
+    def gene_values(self, hidden, gene_ids, unmeasured=None, levels=None) -> torch.Tensor:
+        """What the MLP reads: one value per panel gene, ``(batch, n_genes)``, then with
+        ``head_bins`` each gene's level, ``(batch, 2 * n_genes)``."""
         values = self.conv(hidden.transpose(1, 2)).squeeze(1)
         panel = self.absent_value.expand(hidden.shape[0], -1).clone()
         # Padding tokens carry gene id n_genes: they land in the extra last column, dropped here.
         panel = panel.scatter(1, gene_ids, values.to(panel.dtype))[:, : self.n_genes]
+        if self.head_bins:
+            if levels is None:
+                raise ValueError("This head reads the genes' bins: pass the tokens' levels.")
+            on_panel = panel.new_zeros(panel.shape[0], self.n_genes + 1)
+            on_panel = on_panel.scatter(1, gene_ids, levels.to(panel.dtype))[:, : self.n_genes]
+            panel = torch.cat([panel, on_panel], 1)
+            if unmeasured is not None:  # a gene the query lacks: 0 in both halves
+                unmeasured = torch.cat([unmeasured, unmeasured], -1)
         return panel if unmeasured is None else panel.masked_fill(unmeasured, 0.0)
 
-    def logits_and_features(self, hidden, gene_ids, unmeasured=None) -> torch.Tensor:
+    def logits_and_features(self, hidden, gene_ids, unmeasured=None, levels=None):
         """Class logits and the MLP's last hidden layer side by side, ``(batch, n_classes +
         mlp_hidden[-1])``: what novelty reads."""
-        features = self.mlp[:-1](self.gene_values(hidden, gene_ids, unmeasured))
+        features = self.mlp[:-1](self.gene_values(hidden, gene_ids, unmeasured, levels))
         return torch.cat([self.mlp[-1](features), features], dim=1)
 
-    def forward(self, hidden: torch.Tensor, gene_ids: torch.Tensor, unmeasured=None):
-        return self.mlp(self.gene_values(hidden, gene_ids, unmeasured))
+    def forward(self, hidden, gene_ids, unmeasured=None, levels=None) -> torch.Tensor:
+        return self.mlp(self.gene_values(hidden, gene_ids, unmeasured, levels))

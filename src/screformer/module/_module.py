@@ -52,21 +52,30 @@ class SCReformerModule(nn.Module):
         """Class logits, ``(batch, n_classes)``; ``unmeasured``: optional boolean mask over the
         panel, True for the genes the query lacks."""
         embedded = self.embedding(gene_ids, bins, values)
-        return self.classify_embedded(embedded, gene_ids, mask, unmeasured)
+        return self.classify_embedded(embedded, gene_ids, mask, unmeasured, self._levels(bins))
 
-    def classify_embedded(self, embedded, gene_ids, mask, unmeasured=None) -> torch.Tensor:
-        """Class logits from input embeddings ``(batch, tokens, dim)``: the entry point for
-        gradient attributions (SHAP), which need a continuous input."""
+    def classify_embedded(
+        self, embedded, gene_ids, mask, unmeasured=None, levels=None
+    ) -> torch.Tensor:
+        """Class logits from input embeddings ``(batch, tokens, dim)`` (and, with
+        ``config.head_bins``, the tokens' levels, ``(batch, tokens)``): the entry point for
+        gradient attributions (SHAP), which need continuous inputs."""
         if self.classifier is None:
             raise RuntimeError("This module has no classifier (n_classes=0).")
-        return self.classifier(self.encoder(embedded, mask), gene_ids, unmeasured)
+        return self.classifier(self.encoder(embedded, mask), gene_ids, unmeasured, levels)
 
     def logits_and_features(self, gene_ids, bins, mask, values=None, unmeasured=None):
         """Class logits and the classifier's last hidden layer side by side, ``(batch,
         n_classes + mlp_hidden[-1])``, from one pass: the inputs of novelty scores."""
         return self.classifier.logits_and_features(
-            self.encode(gene_ids, bins, mask, values), gene_ids, unmeasured
+            self.encode(gene_ids, bins, mask, values), gene_ids, unmeasured, self._levels(bins)
         )
+
+    def _levels(self, bins):
+        """What a ``head_bins`` classifier reads beside the encoder; None for the others."""
+        if self.classifier is None or not self.config.head_bins:
+            return None
+        return self.classifier.bin_levels(bins)
 
     def mlm_logits(self, gene_ids, bins, mask, values=None) -> torch.Tensor:
         """Bin logits for every token, ``(batch, tokens, top_bin + 1)``."""

@@ -16,7 +16,8 @@ from ..pp import bin_matrix
 
 
 class _ClassLogit(nn.Module):
-    """One cell's tokens as a function of their input embeddings -> the logit of one class.
+    """One cell's tokens as a function of their input embeddings (and, for a ``head_bins``
+    model, their levels) -> the logit of one class.
 
     The gene ids and padding mask are fixed; only the embeddings vary, as SHAP's gradient
     explainer needs. LSH hashing is re-seeded at every call so every sample sees the same buckets.
@@ -28,14 +29,18 @@ class _ClassLogit(nn.Module):
         self.class_index, self.seed, self.unmeasured = class_index, seed, unmeasured
         self.probe = False
 
-    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+    def forward(self, embedded: torch.Tensor, levels: torch.Tensor | None = None) -> torch.Tensor:
         n = embedded.shape[0]
         if self.probe:  # shap's constructor only runs the model to count its outputs
             return embedded.new_zeros(n, 1)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             logits = self.module.classify_embedded(
-                embedded, self.gene_ids.expand(n, -1), self.mask.expand(n, -1), self.unmeasured
+                embedded,
+                self.gene_ids.expand(n, -1),
+                self.mask.expand(n, -1),
+                self.unmeasured,
+                levels,
             )
         return logits[:, [self.class_index]]
 
@@ -58,7 +63,8 @@ def shap_markers(
     For up to ``n_cells`` cells of each group, the SHAP value of every expressed gene for the
     logit of the group's class is computed with :class:`shap.GradientExplainer` (expected
     gradients): the input of a gene is its token's embedding (gene + expression bin + position,
-    and value for a model with ``value_embedding``), and the baseline replaces the expression
+    and value for a model with ``value_embedding``; plus the level its classifier reads
+    directly for a model with ``head_bins``), and the baseline replaces the expression
     part by that of ``n_background`` random cells of ``adata`` (the zero vector where a
     background cell does not express the gene, as such genes are not tokens in ``expressed``
     mode). A gene's value is its attribution summed over the embedding dimensions; genes that
@@ -226,14 +232,25 @@ def _explain_cell(
         if config.token_mode == "expressed":  # bin 0 is no token there: no expression signal
             expression = expression * (bg_bins != 0).unsqueeze(-1)
         baseline = identity + expression
+        inputs, baselines = [cell], [baseline]
+        if config.head_bins:  # the levels the head reads are a second input, varied alike
+            levels = module.classifier.bin_levels
+            inputs.append(levels(tokens["bins"]))
+            baselines.append(levels(bg_bins))
     wrapper = _ClassLogit(module, gene_ids, mask, class_index, seed, unmeasured)
     wrapper.probe = True
-    explainer = shap.GradientExplainer(wrapper, baseline, batch_size=batch_size)
+    if len(inputs) == 1:  # shap takes one input as a tensor, several as a list
+        inputs, baselines = inputs[0], baselines[0]
+    explainer = shap.GradientExplainer(wrapper, baselines, batch_size=batch_size)
     wrapper.probe = False
     with module.encoder.irreversible():
-        values = explainer.shap_values(cell, nsamples=nsamples, rseed=seed)
-    values = np.asarray(values).reshape(gene_ids.shape[1], config.dim)
-    return genes, values.sum(-1)[: len(genes)]
+        values = explainer.shap_values(inputs, nsamples=nsamples, rseed=seed)
+    if not config.head_bins:
+        values = [values]
+    n_tokens = gene_ids.shape[1]
+    # A gene's value: its embedding's attribution summed over dims, plus its level's.
+    total = sum(np.asarray(v).reshape(n_tokens, -1).sum(-1) for v in values)
+    return genes, total[: len(genes)]
 
 
 def _rank(values, expression, panel, cells, obs_names, n_top):
