@@ -20,7 +20,7 @@ import numpy as np
 
 from _common import mean_sd, write_results
 
-TASKS = {"pancreas": 9, "pbmc": 11}
+TASKS = {"pancreas": 9, "pbmc": 11, "processed": 12, "cv": 5}
 LR = "logistic_regression"
 
 
