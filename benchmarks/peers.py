@@ -58,8 +58,9 @@ scikit-learn 1.7.2, scvi-tools 1.4.2, scanpy 1.11.5, leidenalg 0.12.0.
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \\
         python benchmarks/peers.py --out benchmarks/results
 
-About 45 minutes on 2 cores (estimated from smoke timings, not yet run in full): screformer's
-defaults ~13 min (transfer.py's timings), scANVI's 400 SCVI epochs ~25 min, the rest minutes.
+About 46 minutes on 2 cores in full (results/peers.md gives each method's seconds per transfer;
+scANVI's 400 SCVI epochs take most of it). ``--merge NEW INTO`` puts a rerun of some methods
+(``--methods screformer --out /tmp/x`` after a change of screformer's defaults) into a full run.
 
 ``--quick`` (1 screformer epoch, 2 SCVI + 1 SCANVI epochs; results marked as no benchmark) with
 ``--only pancreas --task "wang -> xin"`` is a smoke test of under a minute.
@@ -283,6 +284,22 @@ def heart_folds(seed: int, folds: int = 5):
         yield f"heart fold {k}", heart[te].copy(), heart[tr].copy()
 
 
+def merge_methods(new_path: str, into_path: str) -> None:
+    """Put the methods of the run ``new_path`` (a rerun of some methods on the same transfers,
+    e.g. screformer after a change of its defaults) into the run ``into_path``, noting the
+    rerun's command; the other methods' results stay as they were measured."""
+    new, into = (json.loads(Path(p).read_text()) for p in (new_path, into_path))
+    for stage, rows in new["results"].items():
+        if [r["task"] for r in rows] != [r["task"] for r in into["results"][stage]]:
+            raise ValueError(f"{new_path} and {into_path} differ in the {stage} transfers.")
+        for row, old in zip(rows, into["results"][stage], strict=True):
+            old.update({m: row[m] for m in new["methods"]})
+    into["methods"] += [m for m in new["methods"] if m not in into["methods"]]
+    rerun = {"methods": new["methods"], "command": new["command"], "wall_s": new["wall_s"]}
+    into["rerun"] = into.get("rerun", []) + [rerun]
+    Path(into_path).write_text(json.dumps(into, indent=2, default=str))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
@@ -297,7 +314,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny epochs: a smoke test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--markdown-from", help="only rewrite the Markdown and figure of a JSON")
+    parser.add_argument(
+        "--merge", nargs=2, metavar=("NEW", "INTO"), help="replace INTO's methods by NEW's (JSON)"
+    )
     args = parser.parse_args(argv)
+    if args.merge:
+        merge_methods(*args.merge)
+        args.markdown_from = args.merge[1]
     if args.markdown_from:
         summary = json.loads(Path(args.markdown_from).read_text())
         Path(args.markdown_from).with_suffix(".md").write_text(markdown(summary))
@@ -377,6 +400,11 @@ def markdown(s: dict) -> str:
         f"Machine: {s['machine']}  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in s["versions"].items()) + "  ",
         f"Wall time: {s['wall_s'] / 60:.1f} min; peak memory {s['peak_rss_gb']:.2f} GB.",
+        *(
+            f"Rerun since, on the same transfers: {', '.join(r['methods'])} "
+            f"(`{r['command']}`, {r['wall_s'] / 60:.1f} min).  "
+            for r in s.get("rerun", [])
+        ),
         "",
         "Each method with its documented defaults on the same cells and shared genes (setup, and "
         "the values each reads, in `benchmarks/peers.py`'s docstring). Each cell: macro F1 over "

@@ -1,8 +1,10 @@
 """Transfer: label another study, or a query processed differently, as well as a linear model.
 
 screformer's configurations (``--variants``) and logistic regression on the same cells, in one
-run (``results/transfer.md``: the default, ``--variants relative+augment``; the value encodings
-were compared with the training recipe before 2026-12-02 in ``results/transfer_encodings.md``;
+run (``results/transfer.md``: the default, ``--variants relative+headbins+augment``; the
+default before 2026-12-04, without ``head_bins``, ``relative+augment``, in
+``results/transfer_before_head_bins.md``; the value encodings were compared with the training
+recipe before 2026-12-02 in ``results/transfer_encodings.md``;
 the value embedding, ``--variants relative+value+augment --name transfer_value_embedding``, in
 ``results/transfer_value_embedding.md``; other training seeds, ``--model-seed N``, side by
 side in ``results/transfer_seeds.md`` via ``transfer_seeds.py``):
@@ -60,29 +62,32 @@ from _common import DATA_DIR, LogisticBaseline, score, write_results
 VARIANTS = {
     "absolute": dict(config={"value_encoding": "absolute"}, train={"augment": False}),
     "relative": dict(config={"value_encoding": "relative"}, train={"augment": False}),
+    # The default before 2026-12-04 (the relative bins, augmentation; no head_bins).
     "relative+augment": dict(config={"value_encoding": "relative"}, train={"augment": True}),
     "absolute+augment": dict(config={"value_encoding": "absolute"}, train={"augment": True}),
     # Relative bins plus an embedding of the log2 value itself (xTrimoGene's auto-discretisation).
     "relative+value+augment": dict(
         config={"value_encoding": "relative", "value_embedding": True}, train={"augment": True}
     ),
-    # The default trained with an exponential moving average of its weights (validated and kept).
+    # The previous default trained with an exponential moving average of its weights (validated
+    # and kept).
     "relative+augment+ema": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "ema_decay": 0.995}
     ),
-    # The default with the genes a batch loses marked unmeasured, as a query's missing genes are.
+    # The previous default with the genes a batch loses marked unmeasured, as a query's missing
+    # genes are.
     "relative+augment+unmeasured": dict(
         config={"value_encoding": "relative"}, train={"augment": Augmentation(mark_unmeasured=True)}
     ),
-    # The default trained for all of its epochs: still keeping the best validation epoch, or
-    # with no validation cells, the last epoch.
+    # The previous default trained for all of its epochs: still keeping the best validation
+    # epoch, or with no validation cells, the last epoch.
     "relative+augment, no early stopping": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "early_stopping": False}
     ),
     "relative+augment, last epoch": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "validation_size": 0}
     ),
-    # The default trained as encoding_ceiling.py trains scBERT's head alone (with
+    # The previous default trained as encoding_ceiling.py trains scBERT's head alone (with
     # --max-epochs 30): batches of 64, no validation (the last epoch kept).
     "relative+augment, head-alone recipe": dict(
         config={"value_encoding": "relative"},
@@ -100,7 +105,8 @@ VARIANTS = {
         config={"value_encoding": "relative", "depth": 0},
         train={"augment": True, "validation_size": 0, "batch_size": 64},
     ),
-    # The head also reads each gene's relative bin as a number (ReformerConfig.head_bins).
+    # The head also reads each gene's relative bin as a number (ReformerConfig.head_bins): the
+    # default since 2026-12-04.
     "relative+headbins+augment": dict(
         config={"value_encoding": "relative", "head_bins": True}, train={"augment": True}
     ),
@@ -112,7 +118,12 @@ VARIANTS = {
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),
 }
-DEFAULT_VARIANTS = ["absolute", "relative", "relative+augment"]
+# Every variant above was measured before head_bins became the default: it keeps the head it had.
+for _variant in VARIANTS.values():
+    _variant["config"].setdefault("head_bins", False)
+# The package's defaults (annotate's), and the variants a run trains unless told.
+DEFAULT = "relative+headbins+augment"
+DEFAULT_VARIANTS = [DEFAULT]
 # Confidence thresholds scored from each reference-mode model's calls (cross-study and CV tasks).
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -580,7 +591,7 @@ def markdown(s: dict) -> str:
     lines.append(
         f"| **all** | {len(every)} | " + " | ".join(f"**{v:.3f}**" for v in overall) + " |"
     )
-    default = "relative+augment"
+    default = DEFAULT if DEFAULT in methods else "relative+augment"  # before head_bins
     if default in methods:
         lines += ["", *targets(s, default), *threshold_lines(s, default)]
     for stage, rows in s["results"].items():

@@ -5,7 +5,8 @@ run), groups them by variant, and writes ``results/transfer_seeds.{json,md}``: p
 variant the mean macro F1 of each seed's run, and per task each seed's score, with logistic
 regression (deterministic) beside them. Only stages with every task present count. E.g.
 
-    python benchmarks/transfer_seeds.py benchmarks/results/transfer.json:relative+augment \\
+    python benchmarks/transfer_seeds.py \\
+        benchmarks/results/transfer.json:relative+headbins+augment \\
         benchmarks/results/transfer_seed1.json:relative+augment ...
 """
 

@@ -32,8 +32,12 @@ def test_absent_genes_take_learned_value():
     with torch.no_grad():
         m.classifier.absent_value.copy_(torch.arange(11.0) + 100)
     ids = torch.tensor([[2, 5, 10]])  # 10 is padding
-    hidden = m.encode(ids, torch.tensor([[1, 3, 7]]), torch.tensor([[True, True, False]]))
-    values = m.classifier.gene_values(hidden, ids)[0]
+    bins = torch.tensor([[1, 3, 7]])
+    hidden = m.encode(ids, bins, torch.tensor([[True, True, False]]))
+    values = m.classifier.gene_values(hidden, ids, levels=m.classifier.bin_levels(bins))[0]
+    half = torch.tensor([0, 0, 0.2, 0, 0, 0.6, 0, 0, 0, 0])  # the head's bin half
+    torch.testing.assert_close(values[10:], half)
+    values = values[:10]
     untouched = [i for i in range(10) if i not in (2, 5)]
     assert values[untouched].tolist() == [float(i + 100) for i in untouched]
     assert values[2] < 100 and values[5] < 100  # came from the encoder, not the absent value
@@ -48,11 +52,12 @@ def test_unmeasured_genes_enter_the_mlp_as_dropped_out_genes():
     unmeasured = torch.zeros(10, dtype=torch.bool)
     unmeasured[[2, 7]] = True  # 2 is a token here: the query's 0 there was not measured either
     with torch.no_grad():
-        hidden = m.encode(ids, bins, mask)
-        plain = m.classifier.gene_values(hidden, ids)[0]
-        values = m.classifier.gene_values(hidden, ids, unmeasured)[0]
-        assert values[[2, 7]].tolist() == [0.0, 0.0]
-        torch.testing.assert_close(values[~unmeasured], plain[~unmeasured], rtol=0, atol=0)
+        hidden, levels = m.encode(ids, bins, mask), m.classifier.bin_levels(bins)
+        plain = m.classifier.gene_values(hidden, ids, levels=levels)[0]
+        values = m.classifier.gene_values(hidden, ids, unmeasured, levels)[0]
+        both_halves = torch.cat([unmeasured, unmeasured])
+        assert values[[2, 7, 12, 17]].tolist() == [0.0, 0.0, 0.0, 0.0]
+        torch.testing.assert_close(values[~both_halves], plain[~both_halves], rtol=0, atol=0)
         logits = {}
         for name, extra in (
             ("plain", {}),

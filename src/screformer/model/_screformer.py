@@ -734,7 +734,9 @@ class SCReformer(BaseModelClass):
                 "cells. Register them first (SCReformer.setup_anndata(adata, labels_key=...)), "
                 "then SCReformer.from_pretrained(name_or_path, adata) and model.train()."
             )
-        model = cls(adata, gene_panel=payload["gene_panel"], config=payload["config"])
+        # The head is new, so it takes today's head options, not those saved with the encoder.
+        config = payload["config"] | {"head_bins": ReformerConfig.head_bins}
+        model = cls(adata, gene_panel=payload["gene_panel"], config=config)
         missing, unexpected = model.module.load_state_dict(payload["state_dict"], strict=False)
         if unexpected or any(not k.startswith("classifier.") for k in missing):
             raise ValueError(f"{path}: weights do not fit the configuration ({missing[:3]}...).")

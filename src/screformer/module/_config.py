@@ -59,8 +59,10 @@ class ReformerConfig:
         The classifier's MLP also reads each panel gene's bin as a number (``bin / top_bin``;
         0 for a gene that is not expressed or that the query lacks), beside the value the
         encoder gives it: the expression level reaches the head directly, as in scBERT's
-        head alone (``benchmarks/encoding_ceiling.py``), and the encoder adds context.
-        Measured in ``benchmarks/transfer.py`` (variant ``relative+headbins+augment``).
+        head alone (``benchmarks/encoding_ceiling.py``), and the encoder adds context. On by
+        default: ahead of ``False`` on the PBMC transfers and level elsewhere
+        (``benchmarks/transfer.py``, docs/transfer.md). Checkpoints saved before the option
+        existed read as ``False``.
     mlp_hidden, head_dropout
         Hidden sizes and dropout of the classifier's 3-layer MLP (scBERT: 512, 100).
     gene_dropout
@@ -82,7 +84,7 @@ class ReformerConfig:
     value_encoding: ValueEncoding = "relative"
     top_bin: int = 5
     value_embedding: bool = False
-    head_bins: bool = False
+    head_bins: bool = True
     mlp_hidden: tuple[int, int] = (512, 100)
     head_dropout: float = 0.5
     gene_dropout: float = 0.5
