@@ -236,15 +236,18 @@ def _scanvi_predictions(both, epochs, datasplitter_kwargs=None) -> np.ndarray:
 def method_table(variants: list[str], quick: bool) -> dict:
     """Each method as ``f(query, reference) -> (predictions, seconds)``."""
     epochs = 1 if quick else None
-    methods = {
-        "screformer": functools.partial(
-            run_screformer, variant=dict(config={}, train={}), epochs=epochs
-        )
-    }
+
+    def screformer_with(variant):
+        def run(query, reference):
+            # Its calls at each confidence threshold are transfer.py's business, not a result here.
+            predicted, seconds, _ = run_screformer(query, reference, variant, epochs)
+            return predicted, seconds
+
+        return run
+
+    methods = {"screformer": screformer_with(dict(config={}, train={}))}
     for name in variants:
-        methods[f"screformer {name}"] = functools.partial(
-            run_screformer, variant=VARIANTS[name], epochs=epochs
-        )
+        methods[f"screformer {name}"] = screformer_with(VARIANTS[name])
     methods["logistic_regression"] = run_lr
     methods["celltypist"] = functools.partial(run_celltypist, majority_voting=False)
     methods["celltypist_majority_voting"] = functools.partial(run_celltypist, majority_voting=True)
