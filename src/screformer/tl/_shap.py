@@ -94,8 +94,9 @@ def shap_markers(
         Cells explained per group (drawn at random when the group has more).
     nsamples
         Gradient samples per explained cell (shap's ``nsamples``): the cost is ``nsamples``
-        forward + backward passes per cell (pbmc3k, CPU default model, 2 cores: about 0.2 s
-        per cell at ``nsamples=32``); lower it for a quick look, raise it for steadier values.
+        forward + backward passes per cell (pbmc3k, CPU, 2 cores, the default model before
+        ``head_bins``: about 0.2 s per cell at ``nsamples=32``); lower it for a quick look,
+        raise it for steadier values.
     n_top_genes
         Genes per group kept in ``adata.uns[key_added]`` for plotting.
     key_added
