@@ -133,7 +133,7 @@ def markdown(s: dict) -> str:
 
 DECISION = (
     "Decision: the 2,000 most variable genes (pbmc3k 0.923 at 12 epochs against 0.799 on all "
-    "genes at 12 epochs, in 55 s instead of 192 s); about 12,000 cell passes within 12 to 50 "
+    "genes at 12 epochs, in 63 s instead of 192 s); about 12,000 cell passes within 12 to 50 "
     "epochs (pbmc3k peaked at 12, the heart's ~400 training cells at about 30); "
     "``class_weight='balanced'`` (heart 0.833 against 0.792 at 12 epochs and 0.954 against 0.770 "
     "at 30; pbmc3k 0.920 against 0.923, a tie). One split of each data set: the differences "

@@ -90,7 +90,7 @@ def annotate(
         cell. ``"auto"``: scBERT's 0.5 when the model is trained here on ``adata``'s own
         labelled cells, else 0.1 (a ``reference``, or a trained ``model``): on cells from
         another data set the model's confidence drops on the cells it calls right too (with
-        0.5, a quarter to a third of Baron's pancreas cells were Unassigned, about half of them
+        0.5, 8% to a third of Baron's pancreas cells were Unassigned, about half of them
         called right at 0.1; the transfer benchmark's macro F1 on the 37 tasks of its
         2026-12-04 run: 0.851 at 0.5, 0.860 at 0.1). The price: cells of a type the model
         lacks are then labelled as the nearest type it has (docs: transfer).
