@@ -233,21 +233,24 @@ def _scanvi_predictions(both, epochs, datasplitter_kwargs=None) -> np.ndarray:
     return np.asarray(model.predict(), dtype=str)
 
 
+def _screformer(query, reference, variant: dict, epochs) -> tuple[np.ndarray, float]:
+    """transfer.py's ``run_screformer`` without its calls at each confidence threshold (a third
+    item here would be taken for notes on the run)."""
+    return run_screformer(query, reference, variant, epochs)[:2]
+
+
 def method_table(variants: list[str], quick: bool) -> dict:
     """Each method as ``f(query, reference) -> (predictions, seconds)``."""
     epochs = 1 if quick else None
-
-    def screformer_with(variant):
-        def run(query, reference):
-            # Its calls at each confidence threshold are transfer.py's business, not a result here.
-            predicted, seconds, _ = run_screformer(query, reference, variant, epochs)
-            return predicted, seconds
-
-        return run
-
-    methods = {"screformer": screformer_with(dict(config={}, train={}))}
+    methods = {
+        "screformer": functools.partial(
+            _screformer, variant=dict(config={}, train={}), epochs=epochs
+        )
+    }
     for name in variants:
-        methods[f"screformer {name}"] = screformer_with(VARIANTS[name])
+        methods[f"screformer {name}"] = functools.partial(
+            _screformer, variant=VARIANTS[name], epochs=epochs
+        )
     methods["logistic_regression"] = run_lr
     methods["celltypist"] = functools.partial(run_celltypist, majority_voting=False)
     methods["celltypist_majority_voting"] = functools.partial(run_celltypist, majority_voting=True)
