@@ -114,6 +114,17 @@ VARIANTS = {
         config={"value_encoding": "relative", "head_bins": True, "depth": 0},
         train={"augment": True},
     ),
+    # The default with stronger weight decay (AdamW; the default 0.01 barely moves the weights
+    # at lr 1e-3): does a more regularised network keep, as LR's L2 penalty does, what carries
+    # over to another species' cells?
+    "relative+headbins+augment, weight decay 0.1": dict(
+        config={"value_encoding": "relative", "head_bins": True},
+        train={"augment": True, "weight_decay": 0.1},
+    ),
+    "relative+headbins+augment, weight decay 1": dict(
+        config={"value_encoding": "relative", "head_bins": True},
+        train={"augment": True, "weight_decay": 1.0},
+    ),
     "relative+augment, balanced weights": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),
