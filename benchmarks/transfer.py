@@ -125,6 +125,12 @@ VARIANTS = {
         config={"value_encoding": "relative", "head_bins": True},
         train={"augment": True, "weight_decay": 1.0},
     ),
+    # The default trained as scBERT's head alone was (batches of 64, no validation, the last
+    # epoch kept): does early stopping on the reference's own cells cost the other studies?
+    "relative+headbins+augment, head-alone recipe": dict(
+        config={"value_encoding": "relative", "head_bins": True},
+        train={"augment": True, "validation_size": 0, "batch_size": 64},
+    ),
     "relative+augment, balanced weights": dict(
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),
