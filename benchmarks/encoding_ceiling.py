@@ -34,6 +34,7 @@ from transfer import pancreas_tasks, pbmc_tasks
 
 import screformer
 from screformer.pp import bin_matrix, prepare
+from screformer.pp._expression import values_below
 
 from _common import score, write_results
 
@@ -93,25 +94,13 @@ def order_bins(X: sparse.csr_matrix, kind: str, top_bin: int = 5) -> sparse.csr_
     [1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 4, 5, 5]
     """
     X = sparse.csr_matrix(X)
-    lengths = np.diff(X.indptr)
-    rows = np.repeat(np.arange(X.shape[0]), lengths)
-    order = np.lexsort((X.data, rows))
-    values, row_of = X.data[order], rows[order]
-    position = np.arange(X.nnz)
-    same = np.zeros(X.nnz, dtype=bool)  # same cell and value as the next stored value
-    same[:-1] = (row_of[1:] == row_of[:-1]) & (values[1:] == values[:-1])
-    run_start = np.maximum.accumulate(np.where(np.r_[True, ~same[:-1]], position, 0))
-    run_end = np.minimum.accumulate(np.where(~same, position, X.nnz)[::-1])[::-1]
-    below = run_start - X.indptr[row_of]
-    above = X.indptr[row_of + 1] - 1 - run_end
     if kind == "halving":
-        share = below / lengths[row_of]
-        sorted_bins = 1 + np.clip(np.floor(-np.log2(1 - share)), 0, top_bin - 1)
-    else:
-        sorted_bins = top_bin - np.clip(np.floor(np.log2(1 + above)), 0, top_bin - 1)
-    data = np.empty(X.nnz, dtype=np.int64)
-    data[order] = sorted_bins
-    return sparse.csr_matrix((data, X.indices, X.indptr), shape=X.shape)
+        share = values_below(X) / np.repeat(np.diff(X.indptr), np.diff(X.indptr))
+        data = 1 + np.clip(np.floor(-np.log2(1 - share)), 0, top_bin - 1)
+    else:  # the values above a value are the ones below it once the cell's values are negated
+        above = values_below(sparse.csr_matrix((-X.data, X.indices, X.indptr), shape=X.shape))
+        data = top_bin - np.clip(np.floor(np.log2(1 + above)), 0, top_bin - 1)
+    return sparse.csr_matrix((data.astype(np.int64), X.indices, X.indptr), shape=X.shape)
 
 
 def mlp_predict(X_ref, labels, X_query, epochs=30, batch_size=64, seed=0) -> np.ndarray:
@@ -184,8 +173,8 @@ def markdown(s: dict) -> str:
         "one-hot has a column per (gene, bin), as the token embedding sees a token; halving "
         "quantile bins and ranks from the top are per-cell orders finer at the top (`order_bins` "
         "in the script), not package encodings. The `MLP` columns: scBERT's head alone (a "
-        "3-layer MLP, no encoder; recipe in the script's "
-        "docstring) instead of logistic regression.",
+        "3-layer MLP, no encoder; recipe in the script's docstring) instead of logistic "
+        "regression.",
         "",
         "| task | genes | " + " | ".join(names) + " |",
         "|---|---|" + "---|" * len(names),

@@ -7,7 +7,7 @@ Three steps, because the GPU machine holds PyTorch but none of Scanpy or AnnData
    pbmc3k cells (all 2,638) once per configuration and saves the token tensors;
 2. on the GPU: ``python benchmarks/gpu_throughput.py measure .gpu_data --out DIR`` imports only
    ``screformer.module`` (PyTorch and reformer-pytorch) and times, on those tokens, a fine-tuning
-   step (forward, class-weighted cross-entropy, backward, AdamW: what ``SCReformer.train`` runs
+   step (forward, cross-entropy, backward, AdamW: what ``SCReformer.train`` runs
    per batch, without its CPU-side batching and augmentation) and an inference pass
    (``torch.no_grad``, eval mode), each at two batch sizes, in fp32 and under bf16 autocast;
 3. here: ``python benchmarks/gpu_throughput.py markdown DIR/gpu_throughput.json --out
@@ -144,22 +144,13 @@ def _measure_one(name, tokens, batch_size, mode, precision, n_steps, device) -> 
     module.train(mode == "fine-tune")
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
+    row = {"config": name, "mode": mode, "precision": precision, "batch_size": batch_size}
     try:
         seconds = _time(train_step if mode == "fine-tune" else infer, batches, device)
     except torch.OutOfMemoryError:
-        return {
-            "config": name,
-            "mode": mode,
-            "precision": precision,
-            "batch_size": batch_size,
-            "error": "out of GPU memory",
-        }
+        return row | {"error": "out of GPU memory"}
     tokens_per_cell = float(np.mean([b["mask"].sum().item() / batch_size for b in batches]))
-    row = {
-        "config": name,
-        "mode": mode,
-        "precision": precision,
-        "batch_size": batch_size,
+    row |= {
         "steps_timed": n_steps,
         "cells_per_s": n_steps * batch_size / seconds,
         "peak_gpu_gb": torch.cuda.max_memory_allocated(device) / 1024**3,
@@ -186,6 +177,7 @@ def measure(folder: Path, out: Path) -> None:
                 )
     summary = {
         "command": f"python {shlex.join(sys.argv)}",
+        # Not _common.machine(): _common imports Scanpy, which the GPU machine lacks.
         "machine": {
             "gpu": torch.cuda.get_device_name(device),
             "gpus": torch.cuda.device_count(),

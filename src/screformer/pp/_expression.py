@@ -160,19 +160,31 @@ def relative_bins(X: sparse.csr_matrix, top_bin: int = 5) -> np.ndarray:
     [1, 1, 3, 4, 1]
     """
     X = sparse.csr_matrix(X)
-    lengths = np.diff(X.indptr)
-    rows = np.repeat(np.arange(X.shape[0]), lengths)
+    lengths = np.repeat(np.diff(X.indptr), np.diff(X.indptr))
+    bins = 1 + (top_bin * values_below(X)) // np.maximum(lengths, 1)
+    return np.where(X.data > 0, bins, 0)
+
+
+def values_below(X: sparse.csr_matrix) -> np.ndarray:
+    """For each stored value of CSR ``X``, in ``X.data``'s order, how many of its row's stored
+    values are strictly below it (tied values get the same count).
+
+    Examples
+    --------
+    >>> from scipy import sparse
+    >>> values_below(sparse.csr_matrix(np.array([[5.0, 0, 1, 5, 2], [0, 3, 0, 0, 0]]))).tolist()
+    [2, 0, 2, 1, 0]
+    """
+    X = sparse.csr_matrix(X)
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
     order = np.lexsort((X.data, rows))
     values, row_of = X.data[order], rows[order]
-    position = np.arange(X.nnz)
     new_run = np.ones(X.nnz, dtype=bool)
     new_run[1:] = (row_of[1:] != row_of[:-1]) | (values[1:] != values[:-1])
-    run_start = np.maximum.accumulate(np.where(new_run, position, 0))
-    below = run_start - X.indptr[row_of]
-    sorted_bins = 1 + (top_bin * below) // np.maximum(lengths[row_of], 1)
-    bins = np.empty(X.nnz, dtype=np.int64)
-    bins[order] = np.where(values > 0, sorted_bins, 0)
-    return bins
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(X.nnz), 0))
+    below = np.empty(X.nnz, dtype=np.int64)
+    below[order] = run_start - X.indptr[row_of]
+    return below
 
 
 def bin_matrix(X: sparse.csr_matrix, encoding: str, top_bin: int = 5) -> sparse.csr_matrix:
