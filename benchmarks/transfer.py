@@ -6,7 +6,9 @@ default before 2026-12-04, without ``head_bins``, ``relative+augment``, in
 ``results/transfer_before_head_bins.md``; the value encodings were compared with the training
 recipe before 2026-12-02 in ``results/transfer_encodings.md``;
 the value embedding, ``--variants relative+value+augment --name transfer_value_embedding``, in
-``results/transfer_value_embedding.md``; other training seeds, ``--model-seed N``, side by
+``results/transfer_value_embedding.md``; the default with a moving average of its weights,
+``--variants relative+headbins+augment+ema``, in ``results/transfer_ema_head_bins*.md``; other
+training seeds, ``--model-seed N``, side by
 side in ``results/transfer_seeds.md`` via ``transfer_seeds.py``):
 
 - pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop; its file
@@ -111,6 +113,12 @@ VARIANTS = {
     # default since 2026-12-04.
     "relative+headbins+augment": dict(
         config={"value_encoding": "relative", "head_bins": True}, train={"augment": True}
+    ),
+    # The default trained with a moving average of its weights (measured before head_bins as
+    # relative+augment+ema: it helped most on the worst seeds).
+    "relative+headbins+augment+ema": dict(
+        config={"value_encoding": "relative", "head_bins": True},
+        train={"augment": True, "ema_decay": 0.995},
     ),
     "relative+headbins+augment, depth 0": dict(
         config={"value_encoding": "relative", "head_bins": True, "depth": 0},

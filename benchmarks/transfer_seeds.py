@@ -8,6 +8,9 @@ regression (deterministic) beside them. Only stages with every task present coun
     python benchmarks/transfer_seeds.py \\
         benchmarks/results/transfer.json:relative+headbins+augment \\
         benchmarks/results/transfer_seed1.json:relative+augment ...
+
+``--add-to benchmarks/results/transfer_seeds.json`` adds runs to the table without the earlier
+runs' JSONs (some were written to scratch folders); the earlier LR scores stay.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ TASKS = {"pancreas": 9, "pbmc": 11, "processed": 12, "cv": 5}
 LR = "logistic_regression"
 
 
-def collect(sources: list[str]) -> dict:
-    """{stage: {variant: [{"command", "seed", "scores": {task: macro F1}}]}} and LR's scores."""
+def collect(sources: list[str], into: dict | None = None) -> dict:
+    """{stage: {variant: [{"command", "seed", "scores": {task: macro F1}}]}} and LR's scores;
+    ``into`` (an earlier result of this function): its runs first, and its LR scores kept."""
     runs, lr = defaultdict(lambda: defaultdict(list)), defaultdict(dict)
+    for stage, variants in (into or {}).get("runs", {}).items():
+        for variant, earlier in variants.items():
+            runs[stage][variant].extend(earlier)
     for source in sources:
         path, variant = source.split(":", 1)
         summary = json.loads(Path(path).read_text())
@@ -40,6 +47,8 @@ def collect(sources: list[str]) -> dict:
                 {"command": summary["command"], "seed": seed, "scores": scores}
             )
             lr[stage].update({r["task"]: r[LR]["macro_f1"] for r in rows})
+    for stage, scores in (into or {}).get("logistic_regression", {}).items():
+        lr[stage].update(scores)
     return {"runs": runs, "logistic_regression": lr}
 
 
@@ -82,8 +91,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="+", help="PATH:VARIANT of transfer.py results JSONs")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--add-to", help="a transfer_seeds JSON: keep its runs (and its LR) and add the sources'"
+    )
     args = parser.parse_args(argv)
-    write_results(args.out, "transfer_seeds", collect(args.sources), markdown)
+    into = json.loads(Path(args.add_to).read_text()) if args.add_to else None
+    write_results(args.out, "transfer_seeds", collect(args.sources, into), markdown)
 
 
 if __name__ == "__main__":
