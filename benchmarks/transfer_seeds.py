@@ -43,9 +43,10 @@ def collect(sources: list[str], into: dict | None = None) -> dict:
             if stage not in TASKS or len(rows) != TASKS[stage]:
                 continue
             scores = {r["task"]: r[variant]["macro_f1"] for r in rows}
-            runs[stage][variant].append(
-                {"command": summary["command"], "seed": seed, "scores": scores}
-            )
+            # A stage rerun into this file (transfer.py --merge) has its own command.
+            reruns = [r["command"] for r in summary.get("rerun", []) if stage in r["stages"]]
+            command = reruns[-1] if reruns else summary["command"]
+            runs[stage][variant].append({"command": command, "seed": seed, "scores": scores})
             lr[stage].update({r["task"]: r[LR]["macro_f1"] for r in rows})
     for stage, scores in (into or {}).get("logistic_regression", {}).items():
         lr[stage].update(scores)
