@@ -95,7 +95,8 @@ def order_bins(X: sparse.csr_matrix, kind: str, top_bin: int = 5) -> sparse.csr_
     """
     X = sparse.csr_matrix(X)
     if kind == "halving":
-        share = values_below(X) / np.repeat(np.diff(X.indptr), np.diff(X.indptr))
+        per_row = np.diff(X.indptr)
+        share = values_below(X) / np.repeat(per_row, per_row)
         data = 1 + np.clip(np.floor(-np.log2(1 - share)), 0, top_bin - 1)
     else:  # the values above a value are the ones below it once the cell's values are negated
         above = values_below(sparse.csr_matrix((-X.data, X.indices, X.indptr), shape=X.shape))

@@ -167,14 +167,11 @@ def measure(folder: Path, out: Path) -> None:
     for name, (train_sizes, infer_sizes, n_steps) in PLAN.items():
         tokens = _load(folder / f"{name}.npz")
         for precision in ("fp32", "bf16"):
-            for size in train_sizes:
-                rows.append(
-                    _measure_one(name, tokens, size, "fine-tune", precision, n_steps, device)
-                )
-            for size in infer_sizes:
-                rows.append(
-                    _measure_one(name, tokens, size, "inference", precision, n_steps, device)
-                )
+            for mode, sizes in (("fine-tune", train_sizes), ("inference", infer_sizes)):
+                rows += [
+                    _measure_one(name, tokens, size, mode, precision, n_steps, device)
+                    for size in sizes
+                ]
     summary = {
         "command": f"python {shlex.join(sys.argv)}",
         # Not _common.machine(): _common imports Scanpy, which the GPU machine lacks.

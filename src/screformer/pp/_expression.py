@@ -160,7 +160,8 @@ def relative_bins(X: sparse.csr_matrix, top_bin: int = 5) -> np.ndarray:
     [1, 1, 3, 4, 1]
     """
     X = sparse.csr_matrix(X)
-    lengths = np.repeat(np.diff(X.indptr), np.diff(X.indptr))
+    per_row = np.diff(X.indptr)
+    lengths = np.repeat(per_row, per_row)  # each stored value's row length
     bins = 1 + (top_bin * values_below(X)) // np.maximum(lengths, 1)
     return np.where(X.data > 0, bins, 0)
 
