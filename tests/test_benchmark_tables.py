@@ -1,0 +1,61 @@
+"""The benchmark scripts' table logic, without training: how results files combine."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import transfer  # noqa: E402
+import transfer_seeds  # noqa: E402
+
+
+def _rows(n, method, f1):
+    return [
+        {"task": f"t{i}", method: {"macro_f1": f1}, "logistic_regression": {"macro_f1": 0.7}}
+        for i in range(n)
+    ]
+
+
+def test_seeds_add_to_keeps_earlier_runs_and_names_a_merged_stage_by_its_command(tmp_path):
+    run = {
+        "command": "first command",
+        "variants": {"v": {"train": {"seed": 1}}},
+        "results": {"pancreas": _rows(9, "v", 0.5), "cv": _rows(5, "v", 0.6)},
+        "rerun": [{"stages": ["cv"], "command": "cv command", "wall_s": 1.0}],
+    }
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(run))
+    earlier = {
+        "runs": {"pancreas": {"v": [{"command": "old", "seed": 0, "scores": {"t0": 0.4}}]}},
+        "logistic_regression": {"pancreas": {"t0": 0.9}},
+    }
+    s = transfer_seeds.collect([f"{path}:v"], earlier)
+    pancreas = s["runs"]["pancreas"]["v"]
+    assert [(r["seed"], r["command"]) for r in pancreas] == [(0, "old"), (1, "first command")]
+    assert s["runs"]["cv"]["v"][0]["command"] == "cv command"
+    assert s["logistic_regression"]["pancreas"]["t0"] == 0.9  # the earlier LR stays
+    assert s["logistic_regression"]["pancreas"]["t1"] == 0.7
+    assert s["logistic_regression"]["cv"]["t0"] == 0.7
+
+
+def test_transfer_markdown_shows_the_saved_lr_column_only_when_measured():
+    cell = {"macro_f1": 0.8, "accuracy": 0.9, "unassigned": 0.0}
+    row = {"task": "pbmc3k: (d)", "n_genes": 500, transfer.DEFAULT: cell}
+    row["logistic_regression"] = cell
+    summary = {
+        "command": "c",
+        "machine": {},
+        "wall_s": 60.0,
+        "peak_rss_gb": 1.0,
+        "methods": [transfer.DEFAULT, "logistic_regression"],
+        "variants": {transfer.DEFAULT: transfer.VARIANTS[transfer.DEFAULT]},
+        "results": {"processed": [row]},
+    }
+    without = transfer.markdown(summary)
+    assert transfer.SAVED_LR not in without
+    summary["results"]["processed"] = [row | {transfer.SAVED_LR: cell}]
+    with_saved = transfer.markdown(summary)
+    header = next(line for line in with_saved.splitlines() if line.startswith("| task |"))
+    assert header.endswith(f"| {transfer.SAVED_LR} |")
+    assert transfer.PROCESSED_NOTE in with_saved
