@@ -87,7 +87,15 @@ def evaluate(name: str, split, n_genes, epochs, class_weight) -> dict:
     model = SCReformer(train, gene_panel=panel, seed=0)
     n_fit = int(0.9 * train.n_obs)  # the validation split keeps 10%
     max_epochs = old_rule(n_fit) if epochs == "old rule" else epochs
-    model.train(max_epochs=max_epochs, class_weight=class_weight, seed=0, enable_progress_bar=False)
+    # ema_decay=None: the weights themselves, as when these defaults were chosen (the moving
+    # average became the default afterwards, chosen on transfer.py).
+    model.train(
+        max_epochs=max_epochs,
+        class_weight=class_weight,
+        ema_decay=None,
+        seed=0,
+        enable_progress_bar=False,
+    )
     fit_s = time.perf_counter() - start
     # 0.5: the threshold a trained model had when these defaults were chosen (2026-12-02).
     screformer.tl.annotate(test, model=model, unassigned_threshold=0.5)

@@ -1,15 +1,15 @@
 """Transfer: label another study, or a query processed differently, as well as a linear model.
 
 screformer's configurations (``--variants``) and logistic regression on the same cells, in one
-run (``results/transfer.md``: the default, ``--variants relative+headbins+augment``; the
-default before 2026-12-04, without ``head_bins``, ``relative+augment``, in
-``results/transfer_before_head_bins.md``; the value encodings were compared with the training
-recipe before 2026-12-02 in ``results/transfer_encodings.md``;
-the value embedding, ``--variants relative+value+augment --name transfer_value_embedding``, in
-``results/transfer_value_embedding.md``; the default with a moving average of its weights,
-``--variants relative+headbins+augment+ema``, in ``results/transfer_ema_head_bins*.md``; other
-training seeds, ``--model-seed N``, side by
-side in ``results/transfer_seeds.md`` via ``transfer_seeds.py``):
+run (``results/transfer.md``: the default, ``--variants relative+headbins+augment+ema``, other
+training seeds in ``results/transfer_ema_head_bins_*.md``; the default before the moving average
+of the weights, ``relative+headbins+augment``, in ``results/transfer_before_ema.md``; before
+``head_bins``, ``relative+augment``, in ``results/transfer_before_head_bins.md``; the value
+encodings were compared with the training recipe before 2026-12-02 in
+``results/transfer_encodings.md``; the value embedding, ``--variants relative+value+augment
+--name transfer_value_embedding``, in ``results/transfer_value_embedding.md``; other training
+seeds, ``--model-seed N``, side by side in ``results/transfer_seeds.md`` via
+``transfer_seeds.py``):
 
 - pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop; its file
   holds human and mouse cells, scored also by species);
@@ -110,12 +110,13 @@ VARIANTS = {
         train={"augment": True, "validation_size": 0, "batch_size": 64},
     ),
     # The head also reads each gene's relative bin as a number (ReformerConfig.head_bins): the
-    # default since 2026-12-04.
+    # default from 2026-12-04 until the weight average below joined it.
     "relative+headbins+augment": dict(
         config={"value_encoding": "relative", "head_bins": True}, train={"augment": True}
     ),
-    # The default trained with a moving average of its weights (measured before head_bins as
-    # relative+augment+ema: it helped most on the worst seeds).
+    # head_bins and a moving average of the weights (measured before head_bins as
+    # relative+augment+ema: it helped most on the worst seeds): the default since stop 31
+    # (2026-12-04), chosen on results/transfer_seeds.md.
     "relative+headbins+augment+ema": dict(
         config={"value_encoding": "relative", "head_bins": True},
         train={"augment": True, "ema_decay": 0.995},
@@ -145,11 +146,13 @@ VARIANTS = {
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),
 }
-# Every variant above was measured before head_bins became the default: it keeps the head it had.
+# Every variant above was measured before head_bins and the weight average became defaults: it
+# keeps the head and the weights it had.
 for _variant in VARIANTS.values():
     _variant["config"].setdefault("head_bins", False)
+    _variant["train"].setdefault("ema_decay", None)
 # The package's defaults (annotate's), and the variants a run trains unless told.
-DEFAULT = "relative+headbins+augment"
+DEFAULT = "relative+headbins+augment+ema"
 DEFAULT_VARIANTS = [DEFAULT]
 # Confidence thresholds scored from each reference-mode model's calls (cross-study and CV tasks).
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -526,8 +529,8 @@ def targets(s: dict, method: str) -> list[str]:
         if r[method]["unassigned"] >= 0.05
     ]
     return [
-        f"`{method}` (the default) reaches logistic regression's macro F1 on {len(wins)} of "
-        f"{len(rows)} tasks" + (f": {'; '.join(wins)}." if wins else "."),
+        f"`{method}` (the default when run) reaches logistic regression's macro F1 on "
+        f"{len(wins)} of {len(rows)} tasks" + (f": {'; '.join(wins)}." if wins else "."),
         "",
         f"Unassigned share of the known types' cells, in the {len(confident)} cross-study "
         f"transfers where logistic regression's accuracy is above 0.85: under 5% in "
@@ -608,6 +611,7 @@ def markdown(s: dict) -> str:
             f"({r['wall_s'] / 60:.0f} min).  "
             for r in s.get("rerun", [])
         ),
+        *([s["note"] + "  "] if "note" in s else []),
         "",
         "Each cell: macro F1 over the types present in the scored cells' truth / accuracy "
         "(share called Unassigned, when any). Logistic regression: C=0.1, log-normalised, on "
@@ -630,8 +634,10 @@ def markdown(s: dict) -> str:
     lines.append(
         f"| **all** | {len(every)} | " + " | ".join(f"**{v:.3f}**" for v in overall) + " |"
     )
-    default = DEFAULT if DEFAULT in methods else "relative+augment"  # before head_bins
-    if default in methods:
+    # The default of the run's time: today's, or the one before the weight average or head_bins.
+    former = (DEFAULT, "relative+headbins+augment", "relative+augment")
+    default = next((m for m in former if m in methods), None)
+    if default is not None:
         lines += ["", *targets(s, default), *threshold_lines(s, default)]
     for stage, rows in s["results"].items():
         extra = {m for r in rows for m, v in r.items() if isinstance(v, dict) and m not in methods}

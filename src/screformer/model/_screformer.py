@@ -63,6 +63,21 @@ def epochs_for(n_train_cells: int) -> int:
     return int(np.clip(round(12_000 / n_train_cells), 12, 50))
 
 
+def averages_enough(decay: float, n_batches: int) -> bool:
+    """Whether a moving average of the weights over ``n_batches`` has forgotten the initial
+    weights: their share in it, ``decay ** n_batches``, is at most a tenth.
+
+    The default epochs (:func:`epochs_for`, 12,000 cell passes, at least 750 batches of 16 for
+    240 training cells or more) pass with the default decay; a fit of a few epochs does not.
+
+    Examples
+    --------
+    >>> averages_enough(0.995, 750), averages_enough(0.995, 100), averages_enough(0.5, 8)
+    (True, False, True)
+    """
+    return decay**n_batches <= 0.1
+
+
 class SCReformer(BaseModelClass):
     """scReformer-BERT cell-type classifier.
 
@@ -277,7 +292,7 @@ class SCReformer(BaseModelClass):
         num_workers: int = 0,
         calibrate: bool = False,
         augment: bool | Augmentation = True,
-        ema_decay: float | None = None,
+        ema_decay: float | None = 0.995,
         only_genes=None,
         **trainer_kwargs,
     ):
@@ -325,9 +340,13 @@ class SCReformer(BaseModelClass):
             labels queries that hold only some of its genes or were sequenced less deeply.
         ema_decay
             Validate and keep an exponential moving average of the weights instead of the
-            weights themselves, with this decay per batch (0.995: about the last 200 batches;
-            :class:`~screformer.train.AverageWeights`). ``None``: the weights themselves. An
-            average is steadier from one training seed to the next (``docs/transfer.md``).
+            weights themselves, with this decay per batch (the default 0.995: about the last 200
+            batches; :class:`~screformer.train.AverageWeights`). ``None``: the weights
+            themselves. The average is steadier from one training seed to the next and scored
+            higher on the transfer benchmark's cross-study stages (``docs/transfer.md``); small
+            references train more epochs with it, because its validation loss keeps falling. A
+            fit with too few batches to forget the initial weights (:func:`averages_enough`)
+            keeps the weights themselves, with a warning.
         only_genes
             Gene names: train as if the panel's other genes were never measured (they are
             removed from the training cells). ``tl.annotate`` passes the query's genes when it
@@ -382,6 +401,17 @@ class SCReformer(BaseModelClass):
             )
         if max_epochs is None:
             max_epochs = epochs_for(len(train_idx))
+        if averaging is not None:
+            n_batches = max_epochs * -(-len(train_idx) // batch_size)
+            if not averages_enough(ema_decay, n_batches):
+                warnings.warn(
+                    f"{n_batches} training batches are too few for a moving average of the weights "
+                    f"with decay {ema_decay} (the initial weights would still weigh "
+                    f"{ema_decay**n_batches:.0%}): training keeps the weights themselves. Pass "
+                    "more max_epochs or a lower ema_decay to average.",
+                    stacklevel=2,
+                )
+                averaging = params["ema_decay"] = None
         logger.info(
             "Training on %s cells, validating on %s, up to %d epochs.",
             f"{len(train_idx):,}",
