@@ -293,7 +293,8 @@ def heart_folds(seed: int, folds: int = 5):
 def merge_methods(new_path: str, into_path: str) -> None:
     """Put the methods of the run ``new_path`` (a rerun of some methods on the same transfers,
     e.g. screformer after a change of its defaults) into the run ``into_path``, noting the
-    rerun's command; the other methods' results stay as they were measured."""
+    rerun's command (in place of an earlier rerun of the same methods); the other methods'
+    results stay as they were measured."""
     new, into = (json.loads(Path(p).read_text()) for p in (new_path, into_path))
     for stage, rows in new["results"].items():
         if [r["task"] for r in rows] != [r["task"] for r in into["results"][stage]]:
@@ -302,7 +303,9 @@ def merge_methods(new_path: str, into_path: str) -> None:
             old.update({m: row[m] for m in new["methods"]})
     into["methods"] += [m for m in new["methods"] if m not in into["methods"]]
     rerun = {"methods": new["methods"], "command": new["command"], "wall_s": new["wall_s"]}
-    into["rerun"] = into.get("rerun", []) + [rerun]
+    # An earlier rerun whose methods this one replaces no longer made any result here.
+    earlier = [r for r in into.get("rerun", []) if not set(r["methods"]) <= set(new["methods"])]
+    into["rerun"] = earlier + [rerun]
     Path(into_path).write_text(json.dumps(into, indent=2, default=str))
 
 
