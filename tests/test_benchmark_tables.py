@@ -59,3 +59,23 @@ def test_transfer_markdown_shows_the_saved_lr_column_only_when_measured():
     header = next(line for line in with_saved.splitlines() if line.startswith("| task |"))
     assert header.endswith(f"| {transfer.SAVED_LR} |")
     assert transfer.PROCESSED_NOTE in with_saved
+
+
+def test_transfer_markdown_prints_a_runs_note_and_names_the_default_of_its_time():
+    former = "relative+headbins+augment"  # the default before the weight average
+    cell = {"macro_f1": 0.8, "accuracy": 0.9, "unassigned": 0.0}
+    summary = {
+        "command": "c",
+        "machine": {},
+        "wall_s": 60.0,
+        "peak_rss_gb": 1.0,
+        "note": "Renamed from an earlier file.",
+        "methods": [former, "logistic_regression"],
+        "variants": {former: transfer.VARIANTS[former]},
+        "results": {"cv": [{"task": "heart fold 0", former: cell, "logistic_regression": cell}]},
+    }
+    lines = transfer.markdown(summary).splitlines()
+    assert "Renamed from an earlier file.  " in lines
+    assert any(line.startswith(f"`{former}` (the default when run) reaches") for line in lines)
+    del summary["note"]
+    assert not any(line.startswith("Renamed") for line in transfer.markdown(summary).splitlines())
