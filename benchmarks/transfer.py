@@ -121,6 +121,17 @@ VARIANTS = {
         config={"value_encoding": "relative", "head_bins": True},
         train={"augment": True, "ema_decay": 0.995},
     ),
+    # The default with ten relative bins instead of five (a finer top: the cell's top tenth).
+    "relative10+headbins+augment+ema": dict(
+        config={"value_encoding": "relative", "head_bins": True, "top_bin": 10},
+        train={"augment": True, "ema_decay": 0.995},
+    ),
+    # The default, and half of the batches that lose genes keep the panel's most variable ones
+    # (ranked on the training cells), as a query cut to its own highly variable genes.
+    "relative+headbins+augment(variable genes)+ema": dict(
+        config={"value_encoding": "relative", "head_bins": True},
+        train={"augment": Augmentation(variable_share=0.5), "ema_decay": 0.995},
+    ),
     "relative+headbins+augment, depth 0": dict(
         config={"value_encoding": "relative", "head_bins": True, "depth": 0},
         train={"augment": True},

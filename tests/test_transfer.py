@@ -230,6 +230,34 @@ def test_augmentation_drops_whole_genes_and_thins_depth():
     np.testing.assert_array_equal(untouched.toarray(), X.toarray())
 
 
+def test_variable_share_keeps_the_head_of_the_gene_order():
+    counts = make_counts(n_per_class=20)
+    X = prepare(counts, list(counts.var_names)).X
+    order = np.arange(40)[::-1]  # gene 39 the most variable
+    top = dict(gene_keep=(0.25, 0.25), p_genes=1.0, p_depth=0.0, variable_share=1.0)
+    out, dropped = Augmentation(**top, gene_order=order).apply(X, np.random.default_rng(0))
+    np.testing.assert_array_equal(np.flatnonzero(~dropped), np.arange(30, 40))
+    np.testing.assert_array_equal(out.toarray(), X.toarray() * ~dropped)
+    with pytest.raises(ValueError, match="gene_order"):
+        Augmentation(**top)(X, np.random.default_rng(0))
+
+
+def test_training_ranks_its_own_cells_for_variable_share(monkeypatch):
+    import screformer.model._screformer as module
+
+    ranked = []
+    rank = module.genes_by_dispersion
+    monkeypatch.setattr(module, "genes_by_dispersion", lambda X: ranked.append(X.shape) or rank(X))
+    adata = make_counts(n_per_class=20)
+    screformer.SCReformer.setup_anndata(adata, labels_key="cell_type")
+    model = screformer.SCReformer(adata, **TINY)
+    model.train(**(TINY_TRAIN | dict(augment=True, validation_size=0.25)))
+    assert ranked == []  # the default augmentation draws random genes only
+    top = Augmentation(variable_share=0.5)
+    model.train(**(TINY_TRAIN | dict(augment=top, validation_size=0.25)))
+    assert ranked == [(45, 40)]  # the 45 training cells, not the 15 validation cells
+
+
 def test_mark_unmeasured_tells_the_batch_which_genes_it_lost():
     counts = make_counts(n_per_class=20)
     X = prepare(counts, list(counts.var_names)).X

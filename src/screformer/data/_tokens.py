@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
 import numpy as np
@@ -85,6 +85,14 @@ class Augmentation:
     mark_unmeasured
         Tell the classifier which genes a batch lost, as prediction tells it which genes a query
         lacks (they enter its MLP as 0); else they look like genes at zero.
+    variable_share
+        Share of the batches that lose genes which keep the panel's most variable genes (the
+        same share of the panel, from the head of ``gene_order``) instead of a random set: as a
+        query cut to its own highly variable genes. 0 (the default) draws no extra random
+        number, so the other batches are as without the option.
+    gene_order
+        The panel's genes from the most variable down (:func:`~screformer.pp.genes_by_dispersion`);
+        :meth:`~screformer.SCReformer.train` fills it from its training cells.
     """
 
     gene_keep: tuple[float, float] = (0.05, 1.0)
@@ -92,6 +100,8 @@ class Augmentation:
     depth: tuple[float, float] = (0.2, 1.0)
     p_depth: float = 0.5
     mark_unmeasured: bool = False
+    variable_share: float = 0.0
+    gene_order: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, X: sparse.csr_matrix, rng: np.random.Generator) -> sparse.csr_matrix:
         return self.apply(X, rng)[0]
@@ -103,6 +113,13 @@ class Augmentation:
         dropped = None
         if rng.random() < self.p_genes:
             keep = rng.random(X.shape[1]) < rng.uniform(*self.gene_keep)
+            if self.variable_share and rng.random() < self.variable_share:
+                if self.gene_order is None:
+                    raise ValueError("variable_share needs gene_order (the panel's ranking).")
+                keep = np.zeros(X.shape[1], dtype=bool)
+                keep[
+                    self.gene_order[: max(1, round(rng.uniform(*self.gene_keep) * X.shape[1]))]
+                ] = True
             X.data[~keep[X.indices]] = 0
             X.eliminate_zeros()
             dropped = ~keep

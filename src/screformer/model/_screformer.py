@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import pickle
@@ -31,7 +32,7 @@ from .._io import atomic_write
 from ..data import Augmentation, CellDataModule, cell_loader, stratified_split
 from ..gene2vec import read_gene2vec
 from ..module import ReformerConfig, SCReformerModule
-from ..pp import PreparedData, data_gene_names, prepare, unique_panel
+from ..pp import PreparedData, data_gene_names, genes_by_dispersion, prepare, unique_panel
 from ..pp._genes import normalize_gene_name
 from ..train import AverageWeights, ClassifierTrainingPlan, RestoreBestWeights, fit_temperature
 from ._novelty import NoveltyReference
@@ -420,6 +421,8 @@ class SCReformer(BaseModelClass):
         )
         if augment is True:
             augment = Augmentation()
+        if augment and augment.variable_share and augment.gene_order is None:
+            augment = dataclasses.replace(augment, gene_order=genes_by_dispersion(X[train_idx]))
         if early_stopping and len(val_idx) == 0:
             warnings.warn("No validation cells: early stopping is off.", stacklevel=2)
             early_stopping = False

@@ -8,7 +8,14 @@ from ._expression import (
     to_log2_normalized,
 )
 from ._genes import GeneAlignment, align_genes, data_gene_names, looks_like_ensembl, unique_panel
-from ._prepare import PreparedData, expression_matrix, prepare, to_panel, variable_genes
+from ._prepare import (
+    PreparedData,
+    expression_matrix,
+    genes_by_dispersion,
+    prepare,
+    to_panel,
+    variable_genes,
+)
 
 __all__ = [
     "GeneAlignment",
@@ -26,4 +33,5 @@ __all__ = [
     "to_panel",
     "unique_panel",
     "variable_genes",
+    "genes_by_dispersion",
 ]

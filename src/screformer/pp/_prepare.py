@@ -155,14 +155,37 @@ def variable_genes(
     >>> len(genes), genes[:3]
     (2000, ['TNFRSF4', 'CPSF3L', 'ATAD3C'])
     """
-    import scanpy as sc
-
     candidates = unique_panel(data_gene_names(adata, gene_symbols) if genes is None else genes)
     if n_top_genes >= len(candidates):
         return candidates
     X = prepare(adata, candidates, layer=layer, gene_symbols=gene_symbols, min_genes=1).X
+    chosen = _dispersions(X, n_top_genes)["highly_variable"].to_numpy()
+    return [g for g, keep in zip(candidates, chosen, strict=True) if keep]
+
+
+def genes_by_dispersion(X) -> np.ndarray:
+    """Column indices of ``X`` (cells x genes, log2 values as :func:`prepare` gives them) from
+    the most variable gene down, as :func:`variable_genes` ranks them (genes with no dispersion
+    last): the highly variable genes a user would keep are the head of this order.
+
+    Examples
+    --------
+    >>> import screformer
+    >>> adata = screformer.datasets.pbmc3k()
+    >>> order = genes_by_dispersion(prepare(adata, adata.var_names).X)
+    >>> set(adata.var_names[order[:500]]) == set(variable_genes(adata, 500))
+    True
+    """
+    dispersion = _dispersions(X, X.shape[1])["dispersions_norm"].to_numpy()
+    return np.argsort(-np.nan_to_num(dispersion, nan=-np.inf), kind="stable")
+
+
+def _dispersions(X, n_top_genes: int):
+    """Scanpy's ``flavor="seurat"`` table for log2 values ``X``: normalised dispersion within
+    bins of mean expression, ``highly_variable`` for the top ``n_top_genes``."""
+    import scanpy as sc
+
     # Scanpy's dispersions expect natural-log values: log2(1 + x) * ln 2 = ln(1 + x).
     values = AnnData(X * np.float32(np.log(2)))
     sc.pp.highly_variable_genes(values, n_top_genes=n_top_genes, flavor="seurat")
-    chosen = values.var["highly_variable"].to_numpy()
-    return [g for g, keep in zip(candidates, chosen, strict=True) if keep]
+    return values.var
