@@ -338,7 +338,9 @@ class SCReformer(BaseModelClass):
         augment
             Randomly drop panel genes per batch and thin cells to a lower depth while training
             (:class:`~screformer.data.Augmentation`; ``True``: its defaults), so that the model
-            labels queries that hold only some of its genes or were sequenced less deeply.
+            labels queries that hold only some of its genes or were sequenced less deeply. For
+            queries cut to their own highly variable genes, ``Augmentation(variable_share=0.5)``
+            also trains on the panel's most variable genes alone (``docs/transfer.md``).
         ema_decay
             Validate and keep an exponential moving average of the weights instead of the
             weights themselves, with this decay per batch (the default 0.995: about the last 200
