@@ -116,10 +116,8 @@ class Augmentation:
             if self.variable_share and rng.random() < self.variable_share:
                 if self.gene_order is None:
                     raise ValueError("variable_share needs gene_order (the panel's ranking).")
-                keep = np.zeros(X.shape[1], dtype=bool)
-                keep[
-                    self.gene_order[: max(1, round(rng.uniform(*self.gene_keep) * X.shape[1]))]
-                ] = True
+                n_kept = max(1, round(rng.uniform(*self.gene_keep) * X.shape[1]))
+                keep = np.isin(np.arange(X.shape[1]), self.gene_order[:n_kept])
             X.data[~keep[X.indices]] = 0
             X.eliminate_zeros()
             dropped = ~keep

@@ -26,6 +26,7 @@ __all__ = [
     "data_gene_names",
     "detect_input",
     "expression_matrix",
+    "genes_by_dispersion",
     "looks_like_ensembl",
     "prepare",
     "relative_bins",
@@ -33,5 +34,4 @@ __all__ = [
     "to_panel",
     "unique_panel",
     "variable_genes",
-    "genes_by_dispersion",
 ]
