@@ -32,10 +32,11 @@ README), each cell normalised over all its own genes before the shared genes are
   screformer's ``detect_input`` reads them): CellTypist gets them un-logged, scaled to 1e4 over the
   shipped genes and logged again; scANVI gets those values per 1e4 rounded to integers
   (pseudo-counts: every cell the same depth, so scANVI's library-size model learns nothing
-  there). screformer and LR get transfer.py's pancreas tasks unchanged: ``on_genes``'s log2
-  values, read again by ``annotate`` and the baseline (Xin's then exceed a log scale and are
-  taken as normalised values), so on Xin and Wang they do not read the numbers the peers read
-  (on Baron, the same up to a constant factor).
+  there). screformer and LR get transfer.py's pancreas tasks (``on_genes``): each study
+  normalised over its own genes and un-logged, which ``annotate`` and the baseline scale to 1e4
+  over the shared genes and log again: CellTypist's input up to a factor per cell (since
+  2026-12-05; before, they read ``on_genes``'s log2 values a second time, Xin's and Wang's as
+  linear values).
 
 Wall time per method covers training and prediction; the peers' input is prepared before the
 clock starts. The first majority-voting call of a run also pays one-off loading and numba
@@ -302,10 +303,15 @@ def merge_methods(new_path: str, into_path: str) -> None:
         for row, old in zip(rows, into["results"][stage], strict=True):
             old.update({m: row[m] for m in new["methods"]})
     into["methods"] += [m for m in new["methods"] if m not in into["methods"]]
-    rerun = {"methods": new["methods"], "command": new["command"], "wall_s": new["wall_s"]}
-    # An earlier rerun whose methods this one replaces no longer made any result here.
-    earlier = [r for r in into.get("rerun", []) if not set(r["methods"]) <= set(new["methods"])]
-    into["rerun"] = earlier + [rerun]
+    stages = list(new["results"])
+    rerun = {"methods": new["methods"], "stages": stages, "command": new["command"]}
+    rerun["wall_s"] = new["wall_s"]
+
+    def replaced(r: dict) -> bool:  # an earlier rerun with no result left here
+        covered = r.get("stages", list(into["results"]))  # no "stages": it ran every stage
+        return set(r["methods"]) <= set(new["methods"]) and set(covered) <= set(stages)
+
+    into["rerun"] = [r for r in into.get("rerun", []) if not replaced(r)] + [rerun]
     Path(into_path).write_text(json.dumps(into, indent=2, default=str))
 
 
@@ -411,7 +417,8 @@ def markdown(s: dict) -> str:
         f"Wall time: {s['wall_s'] / 60:.1f} min; peak memory {s['peak_rss_gb']:.2f} GB.",
         *(
             f"Rerun since, on the same transfers: {', '.join(r['methods'])} "
-            f"(`{r['command']}`, {r['wall_s'] / 60:.1f} min).  "
+            f"({', '.join(r['stages']) + ' only; ' if 'stages' in r else ''}"
+            f"`{r['command']}`, {r['wall_s'] / 60:.1f} min).  "
             for r in s.get("rerun", [])
         ),
         "",

@@ -132,6 +132,12 @@ VARIANTS = {
         config={"value_encoding": "relative", "head_bins": True},
         train={"augment": Augmentation(variable_share=0.5), "ema_decay": 0.995},
     ),
+    # The default before 2026-12-05: the depth augmentation thinned every cell from its own
+    # depth, which for log values of a full-length study (Xin, Wang) is millions of counts.
+    "relative+headbins+augment+ema, uncapped depth": dict(
+        config={"value_encoding": "relative", "head_bins": True},
+        train={"augment": Augmentation(max_depth=None), "ema_decay": 0.995},
+    ),
     "relative+headbins+augment, depth 0": dict(
         config={"value_encoding": "relative", "head_bins": True, "depth": 0},
         train={"augment": True},
@@ -158,7 +164,9 @@ VARIANTS = {
     ),
 }
 # Every variant above was measured before head_bins and the weight average became defaults: it
-# keeps the head and the weights it had.
+# keeps the head and the weights it had. Their pancreas rows were measured before 2026-12-05,
+# on log2 values read twice (see on_genes) and with every cell thinned from its own depth
+# (Augmentation's max_depth, 20,000 since then; the other stages hold no deeper cell).
 for _variant in VARIANTS.values():
     _variant["config"].setdefault("head_bins", False)
     _variant["train"].setdefault("ema_decay", None)
@@ -231,12 +239,16 @@ def load_pancreas(name: str) -> ad.AnnData:
 
 
 def on_genes(studies: list[ad.AnnData], genes: list[str]) -> ad.AnnData:
-    """The studies on ``genes``, each log2-normalised over all its own genes first by
-    screformer's preprocessing (Xin's values exceed a log scale: treated as normalised values),
-    stacked."""
-    parts = [
-        ad.AnnData(prepare(a, genes).X, obs=a.obs, var=pd.DataFrame(index=genes)) for a in studies
-    ]
+    """The studies on ``genes``, stacked: each normalised over all its own genes first by
+    screformer's preprocessing (counts per 1e4; Xin's and Wang's log values un-logged), and
+    handed on un-logged, so that ``annotate`` and the LR baseline read each study's values once,
+    as they read its own file (before 2026-12-05 they got log2 values, which they read again:
+    Xin's and Wang's as linear values, Baron's as a natural log)."""
+    parts = []
+    for a in studies:
+        X = prepare(a, genes).X
+        X.data = np.exp2(X.data) - 1
+        parts.append(ad.AnnData(X, obs=a.obs, var=pd.DataFrame(index=genes)))
     return ad.concat(parts) if len(parts) > 1 else parts[0]
 
 

@@ -79,3 +79,23 @@ def test_transfer_markdown_prints_a_runs_note_and_names_the_default_of_its_time(
     assert any(line.startswith(f"`{former}` (the default when run) reaches") for line in lines)
     del summary["note"]
     assert not any(line.startswith("Renamed") for line in transfer.markdown(summary).splitlines())
+
+
+def test_on_genes_hands_a_study_on_to_be_read_once_as_its_own_file():
+    import numpy as np
+
+    from screformer.pp import prepare
+
+    from .conftest import require
+
+    require(transfer.DATA_DIR / "labelled" / transfer.PANCREAS["wang"][0])
+    wang = transfer.load_pancreas("wang")  # log values only
+    genes = list(wang.var_names[:100])
+    own_file = prepare(wang, genes).X  # what annotate makes of the study's own file
+    stacked = prepare(transfer.on_genes([wang], genes), genes).X
+    # The same un-logged values up to a factor per cell (each is scaled to 1e4 once more).
+    np.testing.assert_array_equal(own_file.indptr, stacked.indptr)
+    ratio = (np.exp2(stacked.data.astype(float)) - 1) / (np.exp2(own_file.data.astype(float)) - 1)
+    rows = np.repeat(np.arange(own_file.shape[0]), np.diff(own_file.indptr))
+    per_cell = np.bincount(rows, ratio) / np.bincount(rows)
+    np.testing.assert_allclose(ratio, per_cell[rows], rtol=1e-3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scanpy as sc
 import torch
@@ -228,6 +229,25 @@ def test_augmentation_drops_whole_genes_and_thins_depth():
     assert 0.45 < thinned_counts / counts.X.sum() < 0.55
     untouched = Augmentation(p_genes=0.0, p_depth=0.0)(X, rng)
     np.testing.assert_array_equal(untouched.toarray(), X.toarray())
+
+
+def test_max_depth_thins_a_deep_cell_from_that_depth():
+    # Cell 0 holds 200,020 counts (20 genes at 1, 20 at 10,000), cell 1 holds 400.
+    counts = np.zeros((2, 40))
+    counts[0] = [1] * 20 + [10_000] * 20
+    counts[1] = [10] * 40
+    genes = [f"G{i}" for i in range(40)]
+    X = prepare(sc.AnnData(counts, var=pd.DataFrame(index=genes)), genes).X
+    whole = np.ones(2)  # thinning to the whole depth: only the cap thins
+    uncapped = thin_depth(X, whole, np.random.default_rng(0))
+    np.testing.assert_allclose(uncapped, X.data, rtol=1e-5)
+    capped = thin_depth(X, whole, np.random.default_rng(0), max_depth=2_000)
+    deep, shallow = capped[:40], capped[40:]
+    # From 2,000 counts a 1-count gene survives with probability 1%: few of the 20 do; the
+    # 10,000-count genes all stay. The cell under the cap is left as it was.
+    assert (deep[:20] > 0).sum() <= 3 and (deep[20:] > 0).all()
+    np.testing.assert_allclose(shallow, X.data[40:], rtol=1e-5)
+    assert Augmentation().max_depth == 20_000
 
 
 def test_variable_share_keeps_the_head_of_the_gene_order():

@@ -82,6 +82,13 @@ class Augmentation:
         depth drawn uniformly from this range, as in a shallower query.
     p_depth
         Share of cells thinned.
+    max_depth
+        A cell that holds more counts than this is thinned from this depth instead of its own
+        (None: always from its own). Log values of a full-length study (Xin's and Wang's
+        pancreas cells, whose smallest step implies millions of counts) or its read counts
+        barely lose a gene when thinned to a fifth; from a deep droplet cell's depth they lose
+        the weak genes a droplet query does not detect. Count data sets of 20,000 counts per
+        cell or fewer are thinned as before.
     mark_unmeasured
         Tell the classifier which genes a batch lost, as prediction tells it which genes a query
         lacks (they enter its MLP as 0); else they look like genes at zero.
@@ -99,6 +106,7 @@ class Augmentation:
     p_genes: float = 0.5
     depth: tuple[float, float] = (0.2, 1.0)
     p_depth: float = 0.5
+    max_depth: float | None = 20_000
     mark_unmeasured: bool = False
     variable_share: float = 0.0
     gene_order: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -125,13 +133,20 @@ class Augmentation:
         if thinned.any():
             fraction = np.where(thinned, rng.uniform(*self.depth, size=X.shape[0]), 1.0)
             in_thinned_cell = np.repeat(thinned, np.diff(X.indptr))
-            X.data = np.where(in_thinned_cell, thin_depth(X, fraction, rng), X.data)
+            thinned_data = thin_depth(X, fraction, rng, self.max_depth)
+            X.data = np.where(in_thinned_cell, thinned_data, X.data)
         X.eliminate_zeros()
         return X, dropped
 
 
-def thin_depth(X: sparse.csr_matrix, fraction: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """New ``X.data`` with each cell's counts thinned binomially to ``fraction`` of its depth.
+def thin_depth(
+    X: sparse.csr_matrix,
+    fraction: np.ndarray,
+    rng: np.random.Generator,
+    max_depth: float | None = None,
+) -> np.ndarray:
+    """New ``X.data`` with each cell's counts thinned binomially to ``fraction`` of its depth,
+    or of ``max_depth`` for a cell that holds more counts than that.
 
     ``X`` holds log2 values normalised per cell to 1e4. A cell's smallest non-zero value is
     taken as one count, which recovers UMI counts exactly and gives a count scale for
@@ -145,6 +160,9 @@ def thin_depth(X: sparse.csr_matrix, fraction: np.ndarray, rng: np.random.Genera
     if X.nnz:
         unit[nonempty] = np.minimum.reduceat(linear, X.indptr[:-1][nonempty])
     counts = np.rint(linear / unit[rows]).astype(np.int64)
+    if max_depth is not None:
+        depth = np.bincount(rows, counts, minlength=X.shape[0])
+        fraction = fraction * np.minimum(1.0, max_depth / np.maximum(depth, 1))
     thinned = rng.binomial(counts, fraction[rows])
     return np.log2(1 + thinned * unit[rows] / fraction[rows]).astype(np.float32)
 
