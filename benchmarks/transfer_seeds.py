@@ -59,7 +59,10 @@ def markdown(s: dict) -> str:
         "",
         "Macro F1 over the types present in the scored cells' truth; each seed a separate "
         "training of the same variant on the same cells (`transfer.py --model-seed`). Logistic "
-        "regression is deterministic: one value.",
+        "regression is deterministic: one value. The pancreas runs collected up to 2026-12-05 "
+        "read transfer.py's old pancreas input (log2 values read a second time; "
+        "`docs/transfer.md`, section 3); the default's runs on the corrected input are "
+        "`transfer_pancreas_cap.md` and `transfer_pancreas_cap_seed1.md`.",
         "",
         "| stage | variant | seeds | mean F1 per seed | mean ± sd over seeds | LR |",
         "|---|---|---|---|---|---|",
