@@ -304,8 +304,12 @@ def merge_methods(new_path: str, into_path: str) -> None:
             old.update({m: row[m] for m in new["methods"]})
     into["methods"] += [m for m in new["methods"] if m not in into["methods"]]
     stages = list(new["results"])
-    rerun = {"methods": new["methods"], "stages": stages, "command": new["command"]}
-    rerun["wall_s"] = new["wall_s"]
+    rerun = {
+        "methods": new["methods"],
+        "stages": stages,
+        "command": new["command"],
+        "wall_s": new["wall_s"],
+    }
 
     def replaced(r: dict) -> bool:  # an earlier rerun with no result left here
         covered = r.get("stages", list(into["results"]))  # no "stages": it ran every stage

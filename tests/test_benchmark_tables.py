@@ -4,6 +4,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from screformer.pp import prepare
+
+from .conftest import require
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import transfer  # noqa: E402
@@ -82,12 +88,6 @@ def test_transfer_markdown_prints_a_runs_note_and_names_the_default_of_its_time(
 
 
 def test_on_genes_hands_a_study_on_to_be_read_once_as_its_own_file():
-    import numpy as np
-
-    from screformer.pp import prepare
-
-    from .conftest import require
-
     require(transfer.DATA_DIR / "labelled" / transfer.PANCREAS["wang"][0])
     wang = transfer.load_pancreas("wang")  # log values only
     genes = list(wang.var_names[:100])
