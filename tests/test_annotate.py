@@ -111,6 +111,12 @@ def test_all_zero_cells_are_unassigned(counts_adata):
         (lambda a: a.X.data.__setitem__(0, np.nan), dict(labels_key="cell_type"), ValueError),
         (lambda a: None, dict(), ValueError),
         (lambda a: None, dict(labels_key="cell_type", layer="counts"), KeyError),
+        (lambda a: None, dict(labels_key="cell_type", use_raw=True), ValueError),
+        (
+            lambda a: setattr(a, "raw", a),
+            dict(labels_key="cell_type", use_raw=True, layer="c"),
+            ValueError,
+        ),
     ],
 )
 def test_failures_leave_adata_untouched(mutate, kwargs, error):
@@ -148,6 +154,30 @@ def test_trained_model_reads_the_query_layer(counts_adata):
     assert query.uns["screformer"]["params"]["layer"] == "counts"
     with pytest.raises(ValueError, match="negative"):
         screformer.tl.annotate(query, model=model, key_added="x")
+
+
+def test_use_raw_reads_the_genes_kept_in_raw():
+    model = _annotate(make_counts(n_genes=240), "cell_type")
+    full = make_counts(n_genes=240, seed=2)
+    query = full.copy()
+    query.raw = full
+    query = query[:, :110].copy()  # X cut to 110 of the panel's 240 genes; raw keeps them all
+    with pytest.warns(UserWarning, match="adata.raw holds 240 of the model's 240 panel genes, wh"):
+        screformer.tl.annotate(query, model=model, key_added="cut")
+    assert query.uns["cut"]["gene_overlap"]["n_found"] == 110
+    screformer.tl.annotate(query, model=model, use_raw=True)
+    screformer.tl.annotate(full, model=model)
+    # Labelled as the cells with all their genes, the results written into the cut AnnData.
+    np.testing.assert_array_equal(
+        query.obsm["screformer_probabilities"], full.obsm["screformer_probabilities"]
+    )
+    assert query.uns["screformer"]["gene_overlap"]["n_found"] == 240
+    assert query.uns["screformer"]["params"]["use_raw"] is True
+    assert query.n_vars == 110
+    # Too few panel genes in X is an error, and the hint comes with it.
+    with pytest.warns(UserWarning, match="adata.raw holds 240"):
+        with pytest.raises(ValueError, match="Only 50 of the model's 240"):
+            screformer.tl.annotate(query[:, :50].copy(), model=model)
 
 
 def _heart_like(adata):

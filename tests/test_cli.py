@@ -64,6 +64,20 @@ def test_annotate_writes_output_and_model(tmp_path, capsys):
     )
 
 
+def test_annotate_use_raw_trains_and_labels_on_the_genes_in_raw(tmp_path):
+    full = make_counts()
+    cut = full.copy()
+    cut.raw = full
+    cut[:, :8].copy().write_h5ad(tmp_path / "cut.h5ad")  # X: 8 genes; raw: all 40
+    out = str(tmp_path / "out.h5ad")
+    args = ["annotate", str(tmp_path / "cut.h5ad"), "--labels-key", "cell_type", "--out", out]
+    assert main([*args, "--max-epochs", "1", "--use-raw"]) == 0
+    annotated = ad.read_h5ad(out)
+    assert annotated.n_vars == 8
+    assert annotated.uns["screformer"]["params"]["use_raw"]
+    assert annotated.uns["screformer"]["gene_overlap"]["n_panel_genes"] == 40
+
+
 def test_pretrain_command_writes_an_encoder_that_annotate_fine_tunes(tmp_path, capsys):
     make_counts(seed=3).write_h5ad(tmp_path / "corpus.h5ad")
     tiny = ["--dim", "8", "--depth", "1", "--heads", "2", "--dim-head", "4", "--bucket-size", "4"]

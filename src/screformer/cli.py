@@ -79,7 +79,7 @@ def _annotate(args) -> int:
         reference=reference,
         model=args.model,
         **_query_kwargs(args),
-        **_given(args, "majority_voting", "over_clustering", "n_top_genes"),
+        **_given(args, "majority_voting", "over_clustering", "n_top_genes", "use_raw"),
         **_train_kwargs(args),
     )
     if args.save_model:
@@ -293,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write each over-clustering cluster's most common label (as CellTypist)",
     )
     p.add_argument("--over-clustering", help="obs column of clusters to vote in (default: Leiden)")
+    p.add_argument(
+        "--use-raw",
+        action="store_true",
+        help="read the input's values and genes from its .raw (all genes, where X holds only "
+        "the highly variable ones)",
+    )
     training_options(p)
     p.set_defaults(run=_annotate)
 
