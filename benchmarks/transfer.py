@@ -121,6 +121,12 @@ VARIANTS = {
         config={"value_encoding": "relative", "head_bins": True},
         train={"augment": True, "ema_decay": 0.995},
     ),
+    # The default with half of the training cells' MLPs reading the genes' levels alone (the
+    # encoder's values dropped), after the levels-only head kept Baron's mouse cells.
+    "relative+headbins+augment+ema, encoder dropout 0.5": dict(
+        config={"value_encoding": "relative", "head_bins": True, "encoder_dropout": 0.5},
+        train={"augment": True, "ema_decay": 0.995},
+    ),
     # The default with ten relative bins instead of five (a finer top: the cell's top tenth).
     "relative10+headbins+augment+ema": dict(
         config={"value_encoding": "relative", "head_bins": True, "top_bin": 10},

@@ -70,6 +70,31 @@ def test_unmeasured_genes_enter_the_mlp_as_dropped_out_genes():
         assert not torch.equal(logits["plain"], logits["unmeasured"])
 
 
+def test_encoder_dropout_leaves_some_training_cells_their_levels_alone():
+    cfg = ReformerConfig(n_genes=10, encoder_dropout=0.5, **TINY)
+    m = SCReformerModule(cfg, n_classes=2)
+    ids, bins, mask = _batch(10, "expressed", n_cells=64, length=5)
+    with torch.no_grad():
+        hidden, levels = m.encode(ids, bins, mask), m.classifier.bin_levels(bins)
+        full = m.eval().classifier.gene_values(hidden, ids, levels=levels)
+        torch.manual_seed(0)
+        dropped = m.train().classifier.gene_values(hidden, ids, levels=levels)
+    encoder, level = dropped[:, :10], dropped[:, 10:]
+    torch.testing.assert_close(level, full[:, 10:], rtol=0, atol=0)  # the levels always
+    alone = (encoder == 0).all(1)
+    assert 16 < alone.sum() < 48  # about half of the cells read their levels alone
+    torch.testing.assert_close(encoder[~alone], 2 * full[~alone, :10])  # the rest scaled up
+    # Prediction (eval) reads both halves as a model without the option does.
+    plain = SCReformerModule(ReformerConfig(n_genes=10, **TINY), n_classes=2).eval()
+    plain.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(plain.classifier.gene_values(hidden, ids, levels=levels), full)
+    with pytest.raises(ValueError, match="needs head_bins"):
+        ReformerConfig(n_genes=10, encoder_dropout=0.5, head_bins=False)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        ReformerConfig(n_genes=10, encoder_dropout=1.0)
+
+
 def test_gene_vectors_initialise_embedding_and_shape_checked():
     cfg = ReformerConfig(n_genes=5, **TINY)
     vectors = np.random.default_rng(0).normal(size=(5, 8)).astype(np.float32)

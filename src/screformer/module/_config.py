@@ -67,6 +67,12 @@ class ReformerConfig:
         Hidden sizes and dropout of the classifier's 3-layer MLP (scBERT: 512, 100).
     gene_dropout
         Dropout on the per-gene values that enter the MLP (regularises the wide first layer).
+    encoder_dropout
+        With ``head_bins``: the share of training cells whose MLP reads the genes' levels alone
+        (the encoder's per-gene values zeroed, those of the other cells scaled up to keep
+        their mean, as dropout does), so that the head learns to label a cell from its
+        levels as well as with the encoder's values. Measured 0.5 against 0 (the default) on
+        the transfer benchmark, 2026-12-05 (docs/transfer.md): an option, not yet the default.
     """
 
     n_genes: int
@@ -88,6 +94,7 @@ class ReformerConfig:
     mlp_hidden: tuple[int, int] = (512, 100)
     head_dropout: float = 0.5
     gene_dropout: float = 0.5
+    encoder_dropout: float = 0.0
 
     def __post_init__(self):
         if self.token_mode not in ("all", "expressed"):
@@ -98,6 +105,12 @@ class ReformerConfig:
             )
         if self.n_genes < 1:
             raise ValueError("n_genes must be positive.")
+        if not 0 <= self.encoder_dropout < 1:
+            raise ValueError(f"encoder_dropout must be in [0, 1), not {self.encoder_dropout}.")
+        if self.encoder_dropout and not self.head_bins:
+            raise ValueError(
+                "encoder_dropout needs head_bins: without it the MLP reads nothing else."
+            )
         self.mlp_hidden = tuple(int(h) for h in self.mlp_hidden)
 
     @property

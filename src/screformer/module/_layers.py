@@ -145,6 +145,7 @@ class ConvMLPClassifier(nn.Module):
         super().__init__()
         self.n_genes, self.top_bin = config.n_genes, config.top_bin
         self.head_bins = config.head_bins
+        self.encoder_dropout = config.encoder_dropout
         self.conv = nn.Conv1d(config.dim, 1, kernel_size=1)
         self.absent_value = nn.Parameter(torch.zeros(config.n_genes + 1))
         h1, h2 = config.mlp_hidden
@@ -173,6 +174,9 @@ class ConvMLPClassifier(nn.Module):
         panel = self.absent_value.expand(hidden.shape[0], -1).clone()
         # Padding tokens carry gene id n_genes: they land in the extra last column, dropped here.
         panel = panel.scatter(1, gene_ids, values.to(panel.dtype))[:, : self.n_genes]
+        if self.training and self.encoder_dropout:  # some cells: the levels alone
+            keep = torch.rand(panel.shape[0], 1, device=panel.device) >= self.encoder_dropout
+            panel = panel * keep.to(panel.dtype) / (1 - self.encoder_dropout)
         if self.head_bins:
             if levels is None:
                 raise ValueError("This head reads the genes' bins: pass the tokens' levels.")
