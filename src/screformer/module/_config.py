@@ -73,7 +73,8 @@ class ReformerConfig:
         their mean, as dropout does), so that the head learns to label a cell from its
         levels as well as with the encoder's values. 0.5 against 0 (the default) on the
         transfer benchmark (2026-12-05, two seeds; docs/transfer.md): pancreas 0.935 against
-        0.927 (LR 0.937), PBMC 0.838 against 0.840 (LR 0.850); an option, not yet the default.
+        0.927 (LR 0.937), PBMC 0.839 against 0.841 (LR 0.850), the processed views 0.852
+        against 0.837 (LR 0.858); an option, not yet the default.
     """
 
     n_genes: int
