@@ -1,3 +1,5 @@
+import warnings
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -111,11 +113,11 @@ def test_all_zero_cells_are_unassigned(counts_adata):
         (lambda a: a.X.data.__setitem__(0, np.nan), dict(labels_key="cell_type"), ValueError),
         (lambda a: None, dict(), ValueError),
         (lambda a: None, dict(labels_key="cell_type", layer="counts"), KeyError),
-        (lambda a: None, dict(labels_key="cell_type", use_raw=True), ValueError),
+        (lambda a: None, dict(labels_key="cell_type", use_raw=True), (ValueError, "raw is None")),
         (
             lambda a: setattr(a, "raw", a),
             dict(labels_key="cell_type", use_raw=True, layer="c"),
-            ValueError,
+            (ValueError, "pass one of them"),
         ),
     ],
 )
@@ -123,7 +125,8 @@ def test_failures_leave_adata_untouched(mutate, kwargs, error):
     adata = make_counts()
     mutate(adata)
     before, X_before = _keys(adata), adata.X.copy()
-    with pytest.raises(error):
+    error, match = error if isinstance(error, tuple) else (error, None)
+    with pytest.raises(error, match=match):
         _annotate(adata, **kwargs)
     assert _keys(adata) == before
     np.testing.assert_array_equal(adata.X.toarray(), X_before.toarray())
@@ -156,16 +159,22 @@ def test_trained_model_reads_the_query_layer(counts_adata):
         screformer.tl.annotate(query, model=model, key_added="x")
 
 
-def test_use_raw_reads_the_genes_kept_in_raw():
+def test_use_raw_reads_the_genes_kept_in_raw(tmp_path):
     model = _annotate(make_counts(n_genes=240), "cell_type")
     full = make_counts(n_genes=240, seed=2)
     query = full.copy()
     query.raw = full
     query = query[:, :110].copy()  # X cut to 110 of the panel's 240 genes; raw keeps them all
-    with pytest.warns(UserWarning, match="adata.raw holds 240 of the model's 240 panel genes, wh"):
+    with pytest.warns(
+        UserWarning, match="adata.raw holds 240 of the model's 240 panel genes, wh"
+    ) as hint:
         screformer.tl.annotate(query, model=model, key_added="cut")
     assert query.uns["cut"]["gene_overlap"]["n_found"] == 110
-    screformer.tl.annotate(query, model=model, use_raw=True)
+    assert [w.filename for w in hint if "adata.raw" in str(w.message)] == [__file__]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        screformer.tl.annotate(query, model=model, use_raw=True)
+    assert not [w for w in seen if "adata.raw holds" in str(w.message)]
     screformer.tl.annotate(full, model=model)
     # Labelled as the cells with all their genes, the results written into the cut AnnData.
     np.testing.assert_array_equal(
@@ -178,6 +187,11 @@ def test_use_raw_reads_the_genes_kept_in_raw():
     with pytest.warns(UserWarning, match="adata.raw holds 240"):
         with pytest.raises(ValueError, match="Only 50 of the model's 240"):
             screformer.tl.annotate(query[:, :50].copy(), model=model)
+    # A backed file's raw is refused as the file itself is, before any work.
+    query.write_h5ad(tmp_path / "cut.h5ad")
+    backed = ad.read_h5ad(tmp_path / "cut.h5ad", backed="r")
+    with pytest.raises(ValueError, match="backed"):
+        screformer.tl.annotate(backed, model=model, use_raw=True, copy=True)
 
 
 def _heart_like(adata):

@@ -71,7 +71,8 @@ class ReformerConfig:
         With ``head_bins``: the share of training cells whose MLP reads the genes' levels alone
         (the encoder's per-gene values zeroed, those of the other cells scaled up to keep
         their mean, as dropout does), so that the head learns to label a cell from its
-        levels as well as with the encoder's values. 0.5 against 0 (the default) on the
+        levels as well as with the encoder's values. Set through the ``config`` of a new
+        model (a pretrained encoder brings its own). 0.5 against 0 (the default) on the
         transfer benchmark (2026-12-05, two seeds; docs/transfer.md): pancreas 0.935 against
         0.927 (LR 0.937), PBMC 0.839 against 0.841 (LR 0.850), the processed views 0.852
         against 0.837 (LR 0.858); an option, not yet the default.
@@ -154,6 +155,8 @@ class ReformerConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mlp_hidden"] = list(self.mlp_hidden)
+        if not d["encoder_dropout"]:  # training only: left out, older releases load the model
+            del d["encoder_dropout"]
         return d
 
     @classmethod

@@ -66,7 +66,8 @@ def detect_input(X) -> InputKind:
         raise ValueError(
             "The expression matrix has negative values, so it looks scaled or centred "
             "(e.g. by sc.pp.scale). screformer needs raw counts or log-normalised values: pass "
-            "layer='counts' (or the layer that holds them), or use adata.raw.to_adata()."
+            "layer='counts' (or the layer that holds them), or use adata.raw.to_adata() "
+            "(tl.annotate: use_raw=True)."
         )
     if values.dtype.kind in "iub" or np.all(np.mod(values, 1) == 0):
         return "counts"

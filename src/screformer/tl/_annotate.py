@@ -129,7 +129,9 @@ def annotate(
         held 147 of its panel in the held-out cells' own 500 most variable genes: macro F1
         0.47 against 0.92 on all their genes; docs: transfer), so with a trained ``model``,
         when ``adata.X`` holds under half of the panel and ``adata.raw`` holds more, a warning
-        suggests this. Off by default: ``adata.X`` is read unless asked.
+        suggests this. Off by default: ``adata.X`` is read unless asked. Only ``adata`` is
+        read so: a ``reference`` is read from its own ``X`` (``layer`` cannot be combined
+        with ``use_raw``).
     config
         Model architecture: a :class:`~screformer.module.ReformerConfig` or a dict of its
         fields (``n_genes`` is set from the panel); default: the CPU default.
@@ -220,6 +222,11 @@ def annotate(
         raise ValueError(f"n_top_genes must be a positive number or None, not {n_top_genes}.")
     if over_clustering is not None and over_clustering not in adata.obs:
         raise KeyError(f"over_clustering={over_clustering!r} is not a column of obs.")
+    if use_raw and adata.isbacked:
+        raise ValueError(
+            "The AnnData is backed (opened with backed='r'); load it with adata.to_memory() "
+            "or read_h5ad without backed=."
+        )
     if use_raw and adata.raw is None:
         raise ValueError("use_raw=True, but adata.raw is None: there is nothing to read.")
     if use_raw and layer is not None:
@@ -382,7 +389,7 @@ def _suggest_raw(adata: AnnData, panel, gene_symbols) -> None:
     if in_x < len(panel_keys) / 2 and (in_raw := held(adata.raw)) > in_x:
         warnings.warn(
             f"adata.raw holds {in_raw} of the model's {len(panel_keys)} panel genes, where "
-            f"adata.X holds {in_x}: pass use_raw=True to read them.",
+            f"adata.X holds {in_x}: pass use_raw=True (CLI: --use-raw) to read them.",
             stacklevel=4,
         )
 
