@@ -54,6 +54,15 @@ def expression_matrix(adata: AnnData, layer: str | None = None):
     return adata.layers[layer]
 
 
+def refuse_backed(adata: AnnData) -> None:
+    """Raise for an AnnData opened with ``backed="r"``: its matrix is read from disk."""
+    if adata.isbacked:
+        raise ValueError(
+            "The AnnData is backed (opened with backed='r'); load it with adata.to_memory() "
+            "or read_h5ad without backed=."
+        )
+
+
 def prepare(
     adata: AnnData,
     panel,
@@ -92,11 +101,7 @@ def prepare(
     """
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise ValueError(f"The AnnData is empty ({adata.n_obs} cells x {adata.n_vars} genes).")
-    if adata.isbacked:
-        raise ValueError(
-            "The AnnData is backed (opened with backed='r'); load it with adata.to_memory() "
-            "or read_h5ad without backed=."
-        )
+    refuse_backed(adata)
     alignment = align_genes(data_gene_names(adata, gene_symbols), panel, min_genes=min_genes)
     X = expression_matrix(adata, layer)
     kind = detect_input(X)

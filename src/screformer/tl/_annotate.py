@@ -13,6 +13,7 @@ from ..model import SCReformer
 from ..module import ReformerConfig
 from ..pp import PreparedData, data_gene_names, prepare, unique_panel, variable_genes
 from ..pp._genes import normalize_gene_name
+from ..pp._prepare import refuse_backed
 from ..uhaf import map_labels
 from ._result import (
     UNASSIGNED,
@@ -222,11 +223,8 @@ def annotate(
         raise ValueError(f"n_top_genes must be a positive number or None, not {n_top_genes}.")
     if over_clustering is not None and over_clustering not in adata.obs:
         raise KeyError(f"over_clustering={over_clustering!r} is not a column of obs.")
-    if use_raw and adata.isbacked:
-        raise ValueError(
-            "The AnnData is backed (opened with backed='r'); load it with adata.to_memory() "
-            "or read_h5ad without backed=."
-        )
+    if use_raw:  # the raw view below would hide that adata is backed from prepare's check
+        refuse_backed(adata)
     if use_raw and adata.raw is None:
         raise ValueError("use_raw=True, but adata.raw is None: there is nothing to read.")
     if use_raw and layer is not None:
