@@ -115,14 +115,16 @@ VARIANTS = {
         config={"value_encoding": "relative", "head_bins": True}, train={"augment": True}
     ),
     # head_bins and a moving average of the weights (measured before head_bins as
-    # relative+augment+ema: it helped most on the worst seeds): the default since stop 31
-    # (2026-12-04), chosen on results/transfer_seeds.md.
+    # relative+augment+ema: it helped most on the worst seeds): the default from stop 31
+    # (2026-12-04, chosen on results/transfer_seeds.md) until encoder dropout joined it.
     "relative+headbins+augment+ema": dict(
         config={"value_encoding": "relative", "head_bins": True},
         train={"augment": True, "ema_decay": 0.995},
     ),
-    # The default with half of the training cells' MLPs reading the genes' levels alone (the
-    # encoder's values dropped), after the levels-only head kept Baron's mouse cells.
+    # The default since 2026-12-05 (stop 35), chosen on two seeds of every stage
+    # (results/transfer_encoder_dropout*.md): half of the training cells' MLPs read the genes'
+    # levels alone (the encoder's values dropped), after the levels-only head kept Baron's
+    # mouse cells.
     "relative+headbins+augment+ema, encoder dropout 0.5": dict(
         config={"value_encoding": "relative", "head_bins": True, "encoder_dropout": 0.5},
         train={"augment": True, "ema_decay": 0.995},
@@ -169,15 +171,17 @@ VARIANTS = {
         config={"value_encoding": "relative"}, train={"augment": True, "class_weight": "balanced"}
     ),
 }
-# Every variant above was measured before head_bins and the weight average became defaults: it
-# keeps the head and the weights it had. Their pancreas rows were measured before 2026-12-05,
-# on log2 values read twice (see on_genes) and with every cell thinned from its own depth
-# (Augmentation's max_depth, 20,000 since then; the other stages hold no deeper cell).
+# Every variant above was measured before head_bins, the weight average and encoder dropout
+# became defaults: it keeps the head, the weights and the training it had. Their pancreas rows
+# were measured before 2026-12-05, on log2 values read twice (see on_genes) and with every cell
+# thinned from its own depth (Augmentation's max_depth, 20,000 since then; the other stages
+# hold no deeper cell).
 for _variant in VARIANTS.values():
     _variant["config"].setdefault("head_bins", False)
+    _variant["config"].setdefault("encoder_dropout", 0.0)
     _variant["train"].setdefault("ema_decay", None)
 # The package's defaults (annotate's), and the variants a run trains unless told.
-DEFAULT = "relative+headbins+augment+ema"
+DEFAULT = "relative+headbins+augment+ema, encoder dropout 0.5"
 DEFAULT_VARIANTS = [DEFAULT]
 # Confidence thresholds scored from each reference-mode model's calls (cross-study and CV tasks).
 THRESHOLDS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -663,8 +667,14 @@ def markdown(s: dict) -> str:
     lines.append(
         f"| **all** | {len(every)} | " + " | ".join(f"**{v:.3f}**" for v in overall) + " |"
     )
-    # The default of the run's time: today's, or the one before the weight average or head_bins.
-    former = (DEFAULT, "relative+headbins+augment", "relative+augment")
+    # The default of the run's time: today's, or one before encoder dropout, the weight average
+    # or head_bins.
+    former = (
+        DEFAULT,
+        "relative+headbins+augment+ema",
+        "relative+headbins+augment",
+        "relative+augment",
+    )
     default = next((m for m in former if m in methods), None)
     if default is not None:
         lines += ["", *targets(s, default), *threshold_lines(s, default)]

@@ -28,7 +28,7 @@ def test_forward_shapes_both_modes(token_mode):
 
 def test_absent_genes_take_learned_value():
     cfg = ReformerConfig(n_genes=10, **TINY)
-    m = SCReformerModule(cfg, n_classes=2)
+    m = SCReformerModule(cfg, n_classes=2).eval()  # training drops some cells' values
     with torch.no_grad():
         m.classifier.absent_value.copy_(torch.arange(11.0) + 100)
     ids = torch.tensor([[2, 5, 10]])  # 10 is padding
@@ -85,7 +85,7 @@ def test_encoder_dropout_leaves_some_training_cells_their_levels_alone():
     assert 16 < alone.sum() < 48  # about half of the cells read their levels alone
     torch.testing.assert_close(encoder[~alone], 2 * full[~alone, :10])  # the rest scaled up
     # Prediction (eval) reads both halves as a model without the option does.
-    plain = SCReformerModule(ReformerConfig(n_genes=10, **TINY), n_classes=2).eval()
+    plain = SCReformerModule(ReformerConfig(n_genes=10, encoder_dropout=0, **TINY), 2).eval()
     plain.load_state_dict(m.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(plain.classifier.gene_values(hidden, ids, levels=levels), full)
@@ -93,6 +93,14 @@ def test_encoder_dropout_leaves_some_training_cells_their_levels_alone():
         ReformerConfig(n_genes=10, encoder_dropout=0.5, head_bins=False)
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         ReformerConfig(n_genes=10, encoder_dropout=1.0)
+    # Unset: 0.5 with head_bins (the default), 0 without; a saved config without the key
+    # (written before the option, or with 0) reads as 0.
+    assert ReformerConfig(n_genes=10).encoder_dropout == 0.5
+    assert ReformerConfig(n_genes=10, head_bins=False).encoder_dropout == 0.0
+    saved = ReformerConfig(n_genes=10, encoder_dropout=0).to_dict()
+    assert "encoder_dropout" not in saved
+    assert ReformerConfig.from_dict(saved).encoder_dropout == 0.0
+    assert ReformerConfig.from_dict(cfg.to_dict()).encoder_dropout == 0.5
 
 
 def test_gene_vectors_initialise_embedding_and_shape_checked():

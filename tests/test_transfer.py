@@ -140,7 +140,7 @@ def test_head_bins_reads_each_genes_level_beside_the_encoder():
     with pytest.raises(ValueError, match="levels"):
         head(hidden, low["gene_ids"])
     old = config.to_dict()
-    del old["head_bins"]
+    del old["head_bins"], old["encoder_dropout"]  # both unknown to such checkpoints
     assert not ReformerConfig.from_dict(old).head_bins
 
 
@@ -296,7 +296,9 @@ def test_training_with_augmentation_still_learns():
     adata = make_counts(n_per_class=30)
     screformer.SCReformer.setup_anndata(adata, labels_key="cell_type")
     model = screformer.SCReformer(adata, **TINY)
-    model.train(**(TINY_TRAIN | dict(max_epochs=15, augment=True)))
+    # 25 epochs: with encoder dropout (the default) half of each batch learns from the levels
+    # alone, and this tiny model needs more than 15 epochs (enough without it).
+    model.train(**(TINY_TRAIN | dict(max_epochs=25, augment=True)))
     assert model.train_params_["augment"]
     assert (model.predict() == adata.obs["cell_type"].to_numpy()).mean() > 0.8
 

@@ -71,11 +71,12 @@ class ReformerConfig:
         With ``head_bins``: the share of training cells whose MLP reads the genes' levels alone
         (the encoder's per-gene values zeroed, those of the other cells scaled up to keep
         their mean, as dropout does), so that the head learns to label a cell from its
-        levels as well as with the encoder's values. Set through the ``config`` of a new
-        model (a pretrained encoder brings its own). 0.5 against 0 (the default) on the
-        transfer benchmark (2026-12-05, two seeds; docs/transfer.md): pancreas 0.935 against
-        0.927 (LR 0.937), PBMC 0.839 against 0.841 (LR 0.850), the processed views 0.852
-        against 0.837 (LR 0.858); an option, not yet the default.
+        levels as well as with the encoder's values. ``None`` (the default): 0.5 with
+        ``head_bins``, 0 without; a pretrained encoder brings its own (0 for those saved
+        before the option). 0.5 against 0 on the transfer benchmark (2026-12-05, two seeds;
+        docs/transfer.md): pancreas 0.935 against 0.927 (LR 0.937), the processed views
+        0.852 against 0.837 (LR 0.858), heart's folds 0.860 against 0.852 (LR 0.862), PBMC
+        0.839 against 0.841 (LR 0.850). Prediction is unchanged by it.
     """
 
     n_genes: int
@@ -97,7 +98,7 @@ class ReformerConfig:
     mlp_hidden: tuple[int, int] = (512, 100)
     head_dropout: float = 0.5
     gene_dropout: float = 0.5
-    encoder_dropout: float = 0.0
+    encoder_dropout: float | None = None
 
     def __post_init__(self):
         if self.token_mode not in ("all", "expressed"):
@@ -108,6 +109,8 @@ class ReformerConfig:
             )
         if self.n_genes < 1:
             raise ValueError("n_genes must be positive.")
+        if self.encoder_dropout is None:
+            self.encoder_dropout = 0.5 if self.head_bins else 0.0
         if not 0 <= self.encoder_dropout < 1:
             raise ValueError(f"encoder_dropout must be in [0, 1), not {self.encoder_dropout}.")
         if self.encoder_dropout and not self.head_bins:
@@ -166,6 +169,11 @@ class ReformerConfig:
         if unknown:
             raise ValueError(f"Unknown configuration keys: {sorted(unknown)}.")
         # Checkpoints written before value encodings existed used scBERT's absolute bins, and
-        # those written before value embeddings or head bins existed had neither.
-        old = {"value_encoding": "absolute", "value_embedding": False, "head_bins": False}
+        # those written before value embeddings, head bins or encoder dropout existed had none.
+        old = {
+            "value_encoding": "absolute",
+            "value_embedding": False,
+            "head_bins": False,
+            "encoder_dropout": 0.0,
+        }
         return cls(**(old | d))
