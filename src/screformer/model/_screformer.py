@@ -769,7 +769,8 @@ class SCReformer(BaseModelClass):
                 "cells. Register them first (SCReformer.setup_anndata(adata, labels_key=...)), "
                 "then SCReformer.from_pretrained(name_or_path, adata) and model.train()."
             )
-        # The head is new, so it takes today's head options, not those saved with the encoder.
+        # The head is new, so it reads the bins as today's heads do; encoder_dropout, missing
+        # from encoders saved before it, reads 0 (fine-tuning an encoder was not measured with it).
         config = payload["config"] | {"head_bins": ReformerConfig.head_bins}
         model = cls(adata, gene_panel=payload["gene_panel"], config=config)
         missing, unexpected = model.module.load_state_dict(payload["state_dict"], strict=False)
