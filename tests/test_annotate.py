@@ -6,6 +6,7 @@ import pytest
 from scipy import sparse
 
 import screformer
+from screformer.module import ReformerConfig
 from screformer.tl import UNASSIGNED
 
 from .conftest import TINY, TINY_TRAIN, make_counts
@@ -29,6 +30,12 @@ def _keys(adata):
 
 def _annotate(adata, *args, **kwargs):
     return screformer.tl.annotate(adata, *args, config=TINY, **(TINY_TRAIN | kwargs))
+
+
+def test_a_config_object_is_trained_as_given(counts_adata):
+    config = ReformerConfig(n_genes=1, encoder_dropout=0.0, **TINY)
+    model = screformer.tl.annotate(counts_adata, "cell_type", config=config, **TINY_TRAIN)
+    assert model.config.encoder_dropout == 0.0 and model.config.dim == TINY["dim"]
 
 
 def test_writes_exactly_the_documented_keys(counts_adata, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
@@ -327,7 +328,10 @@ def _fit(
         gene_symbols=gene_symbols,
     )
     if model is None:
-        fields = config.to_dict() if isinstance(config, ReformerConfig) else dict(config or {})
+        # Every field, as set: to_dict leaves out a 0 encoder_dropout, which would read 0.5.
+        fields = (
+            dataclasses.asdict(config) if isinstance(config, ReformerConfig) else dict(config or {})
+        )
         fields.pop("n_genes", None)  # the panel decides
         panel = None if reference is None else shared_genes(work, adata, gene_symbols)
         if n_top_genes is not None:
