@@ -87,12 +87,13 @@ def evaluate(name: str, split, n_genes, epochs, class_weight) -> dict:
     model = SCReformer(train, gene_panel=panel, seed=0)
     n_fit = int(0.9 * train.n_obs)  # the validation split keeps 10%
     max_epochs = old_rule(n_fit) if epochs == "old rule" else epochs
-    # ema_decay=None: the weights themselves, as when these defaults were chosen (the moving
-    # average became the default afterwards, chosen on transfer.py).
+    # ema_decay=None, min_class_cells=None: the weights themselves and each cell once, as when
+    # these defaults were chosen (both became defaults afterwards, chosen on transfer.py).
     model.train(
         max_epochs=max_epochs,
         class_weight=class_weight,
         ema_decay=None,
+        min_class_cells=None,
         seed=0,
         enable_progress_bar=False,
     )

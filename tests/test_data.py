@@ -1,7 +1,7 @@
 import numpy as np
 from scipy import sparse
 
-from screformer.data import LengthGroupedBatches, stratified_split, tokenize
+from screformer.data import LengthGroupedBatches, repeat_rare, stratified_split, tokenize
 from screformer.module import ReformerConfig
 
 X = sparse.csr_matrix(
@@ -45,3 +45,16 @@ def test_stratified_split_keeps_singletons_in_training():
     assert set(train) | set(val) == set(range(16)) and not set(train) & set(val)
     assert np.bincount(labels[val], minlength=3).tolist() == [2, 1, 0]
     assert 15 in train
+
+
+def test_repeat_rare_tops_up_only_the_rare_types_from_their_own_cells():
+    labels = np.array([0] * 30 + [1] * 3 + [2] * 8)
+    train = np.arange(1, 41)  # cell 0 (type 0) is not a training cell
+    rows = repeat_rare(train, labels, 10, seed=0)
+    assert np.bincount(labels[rows]).tolist() == [29, 10, 10]
+    assert set(train) <= set(rows) <= set(train)  # every cell kept, no new one
+    assert set(rows[labels[rows] == 1]) == {30, 31, 32}
+    assert np.array_equal(rows, repeat_rare(train, labels, 10, seed=0))
+    assert not np.array_equal(rows, repeat_rare(train, labels, 10, seed=1))
+    for off in (None, 0):
+        assert np.array_equal(repeat_rare(train, labels, off), train)

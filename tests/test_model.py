@@ -1,3 +1,4 @@
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,6 +106,31 @@ def test_accumulation_and_class_weights_run(counts_adata):
     assert model.train_params_["accumulate_grad_batches"] == 2
     with pytest.raises(ValueError, match="class_weight"):
         _trained(make_counts(), max_epochs=1, class_weight="weird")
+
+
+def test_rare_types_are_repeated_in_training_and_counted_once(counts_adata):
+    counts_adata.obs["cell_type"] = counts_adata.obs["cell_type"].cat.add_categories("rare")
+    counts_adata.obs.iloc[:2, 0] = "rare"
+    seen = []
+    model = _trained(counts_adata, max_epochs=1, min_class_cells=20, callbacks=[_RowCounter(seen)])
+    n_rare = int(np.sum(np.asarray(seen) == model.classes.index("rare")))
+    assert n_rare == 20  # two cells, drawn again to 20 rows in the one epoch
+    assert model.train_params_["n_train_cells"] < counts_adata.n_obs  # cells, not rows
+    seen.clear()
+    _trained(counts_adata.copy(), max_epochs=1, min_class_cells=None, callbacks=[_RowCounter(seen)])
+    assert int(np.sum(np.asarray(seen) == model.classes.index("rare"))) == 2
+    with pytest.raises(ValueError, match="min_class_cells"):
+        _trained(counts_adata.copy(), max_epochs=1, min_class_cells=-1)
+
+
+class _RowCounter(pl.Callback):
+    """Collects the labels of every training batch."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.seen.extend(batch["labels"].tolist())
 
 
 def test_class_with_a_single_cell_trains(counts_adata):
@@ -256,7 +282,10 @@ def test_fit_is_free_of_third_party_noise(counts_adata, recwarn, capfd, caplog):
     out, err = capfd.readouterr()
     assert "litlogger" not in out + err and "GPU available" not in out + err
     assert not [m for m in seen if "litlogger" in m or "GPU available" in m]
-    assert "Training on 60 cells, validating on 0, up to 1 epochs." in caplog.messages
+    assert (
+        "Training on 60 cells (rare types drawn 20 more times), validating on 0, up to 1 epochs."
+        in caplog.messages
+    )
 
 
 def test_average_weights_stands_in_for_validation_and_then_steps_aside():

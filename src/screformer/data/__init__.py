@@ -7,6 +7,7 @@ from ._tokens import (
     CellDataModule,
     LengthGroupedBatches,
     cell_loader,
+    repeat_rare,
     stratified_split,
     tokenize,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "cell_loader",
     "open_sources",
     "read_rows",
+    "repeat_rare",
     "stratified_split",
     "tokenize",
     "validation_mask",

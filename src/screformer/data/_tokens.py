@@ -276,6 +276,31 @@ def stratified_split(labels, validation_size: float, seed: int = 0):
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
+def repeat_rare(train, labels, min_cells: int | None, seed: int = 0) -> np.ndarray:
+    """``train`` (positions into ``labels``) with the cells of every class that has fewer than
+    ``min_cells`` of them drawn again, with replacement, until the class has ``min_cells`` rows.
+
+    Each repeat is augmented afresh in training, so a type of three cells is seen as twenty
+    different views of them per epoch rather than as three cells with a large loss weight.
+
+    Examples
+    --------
+    >>> labels = np.array([0] * 6 + [1] * 2)
+    >>> np.bincount(labels[repeat_rare(np.arange(8), labels, 4)])
+    array([6, 4])
+    """
+    train = np.asarray(train)
+    if not min_cells:
+        return train
+    rng = np.random.default_rng(seed)
+    extra = [
+        rng.choice(members, min_cells - len(members))
+        for cls in np.unique(labels[train])
+        if len(members := train[labels[train] == cls]) < min_cells
+    ]
+    return np.sort(np.concatenate([train, *extra]))
+
+
 class CellDataModule(pl.LightningDataModule):
     """Train and validation loaders over labelled cells (the data splitter of scvi's runner)."""
 
