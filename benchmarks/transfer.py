@@ -1,15 +1,15 @@
 """Transfer: label another study, or a query processed differently, as well as a linear model.
 
 screformer's configurations (``--variants``) and logistic regression on the same cells, in one
-run (``results/transfer.md``: the default, ``--variants relative+headbins+augment+ema``, other
-training seeds in ``results/transfer_ema_head_bins_*.md``; the default before the moving average
-of the weights, ``relative+headbins+augment``, in ``results/transfer_before_ema.md``; before
-``head_bins``, ``relative+augment``, in ``results/transfer_before_head_bins.md``; the value
-encodings were compared with the training recipe before 2026-12-02 in
-``results/transfer_encodings.md``; the value embedding, ``--variants relative+value+augment
---name transfer_value_embedding``, in ``results/transfer_value_embedding.md``; other training
-seeds, ``--model-seed N``, side by side in ``results/transfer_seeds.md`` via
-``transfer_seeds.py``):
+run (``results/transfer.md``: the default, ``DEFAULT`` below; each earlier default and each
+variant measured beside it in its own ``results/transfer_*.md``, named in
+``benchmarks/README.md``: before the moving average of the weights,
+``relative+headbins+augment``, in ``results/transfer_before_ema.md``; before ``head_bins``,
+``relative+augment``, in ``results/transfer_before_head_bins.md``; the value encodings compared
+with the training recipe before 2026-12-02 in ``results/transfer_encodings.md``; the value
+embedding in ``results/transfer_value_embedding.md`` and, on today's default,
+``results/transfer_value_embedding_now.md``; other training seeds, ``--model-seed N``, side by
+side in ``results/transfer_seeds.md`` via ``transfer_seeds.py``):
 
 - pancreas: the 9 cross-study transfers of Xin (SMARTer), Wang and Baron (inDrop; its file
   holds human and mouse cells, scored also by species);
@@ -136,6 +136,20 @@ VARIANTS = {
     # traced to a reference type of 3 cells never called (Symphony's Platelet/MK).
     "relative+headbins+augment+ema, encoder dropout 0.5, rare types repeated": dict(
         config={"value_encoding": "relative", "head_bins": True, "encoder_dropout": 0.5},
+        train={"augment": True, "ema_decay": 0.995, "min_class_cells": 20},
+    ),
+    # The default with the value embedding (each token's log2 value embedded beside its bin):
+    # measured again on the corrected pancreas input, where a study's magnitudes are read once
+    # and so agree between studies (the ambient hormone of a deep cell sits in the top bin, at a
+    # 2,000th of the cell's own hormone: benchmarks/results/pancreas_markers.md).
+    "relative+headbins+augment+ema, encoder dropout 0.5, rare types repeated, "
+    "value embedding": dict(
+        config={
+            "value_encoding": "relative",
+            "head_bins": True,
+            "encoder_dropout": 0.5,
+            "value_embedding": True,
+        },
         train={"augment": True, "ema_decay": 0.995, "min_class_cells": 20},
     ),
     # The default with three quarters of the training cells reading the levels alone (towards
