@@ -89,7 +89,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
-    task, query, reference = next(t for t in pancreas_tasks() if t[0] == "pancreas xin -> baron")
+    _, query, reference = next(t for t in pancreas_tasks() if t[0] == "pancreas xin -> baron")
     genes = list(reference.var_names)  # on_genes put both studies on the shared genes
     rows = marker_rows(reference, "Xin", genes) + marker_rows(query, "Baron", genes)
     write_results(args.out, "pancreas_markers", {"n_genes": len(genes), "rows": rows}, markdown)
